@@ -1,0 +1,253 @@
+//! The command-line surface: every subcommand, flag and help text.
+//!
+//! The names here are fixed by SPEC section 3 (scripts depend on them); the `///` comments are the
+//! `--help` text, and `tests/cli.rs` snapshots that text so a change to what users see is reviewed.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  any other error: I/O, malformed input, bad container, bad key format
+  2  usage error (bad or missing arguments, no key, no customer id)
+  3  authentication failed: a row, or a webhook signature or timestamp, did not verify;
+     or the row count differs from --expect-rows
+  4  webhook verify --seen-file: a verified delivery_id that was already recorded
+  130, 143  interrupted by SIGINT or SIGTERM (no output file is left behind)
+
+Secrets are never taken as command-line values: the key comes from --key-file, else
+CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY (base64 text); the customer id from --customer-id,
+else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from --secret-file, else
+CIPHERSTREAM_WEBHOOK_SECRET.";
+
+/// Decrypt, verify and make CipherStream encrypted NDJSON exports, and check CipherStream webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "cipherstream", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decrypt exports to JSON lines on standard output, or atomically to a file.
+    #[command(after_help = EXIT_CODES)]
+    Decrypt(DecryptArgs),
+    /// Authenticate every row of exports without writing any plaintext.
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Make an export in the vendor's format from plain NDJSON (for tests and staging).
+    #[command(after_help = EXIT_CODES)]
+    Encrypt(EncryptArgs),
+    /// Generate a new random 32-byte key, printed as base64.
+    Keygen(KeygenArgs),
+    /// Verify or sign webhook bodies.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on standard output.
+    Man,
+}
+
+/// Options shared by every command that reads exports.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// Export files: ZIP, gzip or plain NDJSON, detected from their content; `-` is standard input.
+    #[arg(value_name = "INPUT", default_value = "-")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Customer id bound into every row's AAD [env: CIPHERSTREAM_CUSTOMER_ID].
+    #[arg(long, value_name = "ID")]
+    pub customer_id: Option<String>,
+
+    /// File holding the base64 key [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// In a ZIP with several candidate members, the member to read.
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
+
+    /// Fail with exit status 3 unless the export holds exactly N rows (the cryptography cannot
+    /// see rows cut off the end of an export).
+    #[arg(long, value_name = "N", conflicts_with = "expect_rows_from")]
+    pub expect_rows: Option<u64>,
+
+    /// Take the expected row count from a webhook body's `data.rows_processed` (verify the body
+    /// first with `cipherstream webhook verify`).
+    #[arg(long, value_name = "WEBHOOK_JSON")]
+    pub expect_rows_from: Option<PathBuf>,
+
+    /// Decryption threads [default: the number of available cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+
+    /// Longest line accepted, in bytes; a longer line is an error, not an out-of-memory kill.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_line_bytes: u64,
+
+    /// No progress bar and no summary line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `cipherstream decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    /// Write to PATH (mode 0600) instead of standard output; PATH is replaced only after every
+    /// row authenticated, and is left untouched on any failure.
+    #[arg(short, long, value_name = "PATH", conflicts_with = "output_dir")]
+    pub output: Option<PathBuf>,
+
+    /// Write each input to DIR/<input stem>.ndjson, each atomically; a failed input leaves its
+    /// file untouched and the other inputs are still written.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Salvage a damaged export: skip rows that fail (each reported on stderr), write the rest.
+    /// The exit status is still non-zero when any row was skipped.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+}
+
+/// `cipherstream verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    /// Print one JSON object per input instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Container formats `encrypt` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A ZIP holding one `<job id>.ndjson` member (what the vendor sends).
+    Zip,
+    /// gzip-compressed NDJSON.
+    Gzip,
+    /// Plain NDJSON.
+    Ndjson,
+}
+
+/// `cipherstream encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Plain NDJSON to encrypt, one JSON document per line; `-` is standard input.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Customer id bound into every row's AAD [env: CIPHERSTREAM_CUSTOMER_ID].
+    #[arg(long, value_name = "ID")]
+    pub customer_id: Option<String>,
+
+    /// File holding the base64 key [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Where to write the export (atomically, mode 0600).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Container to write.
+    #[arg(long, value_enum, default_value_t = Format::Zip)]
+    pub format: Format,
+
+    /// key_id written into every row [default: a short fingerprint of the key].
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<String>,
+
+    /// Job id naming the ZIP member `<job_id>.ndjson` [default: the output file's stem].
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+}
+
+/// `cipherstream keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key to PATH (created with mode 0600; an existing file is never overwritten).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// `cipherstream webhook ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Verify a webhook body's signature and timestamp, then print the body unchanged.
+    #[command(after_help = EXIT_CODES)]
+    Verify(WebhookVerifyArgs),
+    /// Print the X-CipherStream-Signature header value for a body.
+    Sign(WebhookSignArgs),
+}
+
+/// `cipherstream webhook verify`.
+#[derive(Debug, Args)]
+pub struct WebhookVerifyArgs {
+    /// The X-CipherStream-Signature header value: `sha256=<hex>` (the prefix is optional).
+    #[arg(long, value_name = "SIG")]
+    pub signature: String,
+
+    /// File holding a webhook secret; repeat it during a rotation, any one may match
+    /// [env: CIPHERSTREAM_WEBHOOK_SECRET].
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Vec<PathBuf>,
+
+    /// Largest accepted distance, in seconds, between the body's `timestamp` and now.
+    #[arg(long, value_name = "SECS", default_value_t = 300, conflicts_with = "no_timestamp_check")]
+    pub tolerance: u64,
+
+    /// Skip the timestamp check (for replaying a saved payload); the signature is still checked.
+    #[arg(long)]
+    pub no_timestamp_check: bool,
+
+    /// Record verified delivery ids in this file; a repeat exits with status 4.
+    #[arg(long, value_name = "PATH")]
+    pub seen_file: Option<PathBuf>,
+
+    /// The raw request body; `-` or nothing is standard input.
+    #[arg(value_name = "BODY", default_value = "-")]
+    pub body: PathBuf,
+}
+
+/// `cipherstream webhook sign`.
+#[derive(Debug, Args)]
+pub struct WebhookSignArgs {
+    /// File holding the webhook secret [env: CIPHERSTREAM_WEBHOOK_SECRET].
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The raw request body; `-` or nothing is standard input.
+    #[arg(value_name = "BODY", default_value = "-")]
+    pub body: PathBuf,
+}
+
+/// `cipherstream completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,91 @@
+//! `cipherstream decrypt`: exports in, plaintext JSON lines out, in row order.
+//!
+//! Several inputs: to standard output they are concatenated and the first failure stops the run
+//! (a stream with a hole in it is worse than a short one); with `-o` they are concatenated into one
+//! file that appears only if every input succeeded; with `--output-dir` each input is its own
+//! atomic file, so a bad third input of five leaves the other four written, its own previous file
+//! untouched, and the run exits with the first failure's status (issue 2, item 7).
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use crate::cli::DecryptArgs;
+use crate::cmd::{output_name, report, Reading};
+use crate::error::{display_input, Error, Result};
+use crate::output::{same_file, AtomicFile};
+
+/// Run `decrypt`.
+pub fn run(args: &DecryptArgs) -> Result<()> {
+    let inputs = &args.read.inputs;
+    let reading = Reading::resolve(&args.read, false, args.skip_bad_rows)?;
+
+    if let Some(dest) = &args.output {
+        refuse_overwriting_inputs(inputs, std::slice::from_ref(dest))?;
+        let mut file = AtomicFile::create(dest)?;
+        for input in inputs {
+            reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+        }
+        return file.commit();
+    }
+
+    if let Some(dir) = &args.output_dir {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!("--output-dir {} is not a directory", dir.display())));
+        }
+        let dests = inputs.iter().map(|i| output_name(dir, i)).collect::<Result<Vec<_>>>()?;
+        let mut seen = HashSet::new();
+        for (input, dest) in inputs.iter().zip(&dests) {
+            if !seen.insert(dest) {
+                return Err(Error::Usage(format!(
+                    "two inputs would both be written to {} ({} is one)",
+                    dest.display(),
+                    display_input(input)
+                )));
+            }
+        }
+        refuse_overwriting_inputs(inputs, &dests)?;
+        let mut first_failure = None;
+        let mut failed = 0;
+        for (input, dest) in inputs.iter().zip(&dests) {
+            let result = AtomicFile::create(dest).and_then(|mut file| {
+                reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+                file.commit()
+            });
+            if let Err(e) = result {
+                report(&e);
+                failed += 1;
+                first_failure.get_or_insert(e.exit());
+            }
+        }
+        return match first_failure {
+            None => Ok(()),
+            Some(exit) => Err(Error::Inputs { failed, total: inputs.len(), exit }),
+        };
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for input in inputs {
+        reading.process(input, Some(&mut out as &mut dyn Write), "decrypted")?;
+    }
+    out.flush().map_err(|e| Error::io("writing standard output", e))
+}
+
+/// Refuse to write plaintext over an input: that would destroy the encrypted export.
+fn refuse_overwriting_inputs(
+    inputs: &[std::path::PathBuf],
+    dests: &[std::path::PathBuf],
+) -> Result<()> {
+    for input in inputs.iter().filter(|i| i.as_os_str() != "-") {
+        for dest in dests {
+            if same_file(input, dest) {
+                return Err(Error::Usage(format!(
+                    "the output {} is the input {}: refusing to overwrite the export",
+                    dest.display(),
+                    input.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! One module per subcommand, each with a `run` function; shared argument resolution lives here.
+
+pub mod completions;
+pub mod decrypt;
+pub mod encrypt;
+pub mod keygen;
+pub mod verify;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::ReadArgs;
+use crate::error::{display_input, Error, Exit, Result, RowError};
+use crate::key::Key;
+use crate::nonce::FILTER_ROWS;
+use crate::pipeline::{self, Options, Summary};
+use crate::progress::Progress;
+use crate::record::RowOpener;
+
+/// Environment variable holding the customer id.
+pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
+
+/// The customer id per SPEC: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage
+/// error.
+pub fn customer_id(flag: Option<&str>) -> Result<String> {
+    let id = match flag {
+        Some(id) => id.to_owned(),
+        None => std::env::var(ENV_CUSTOMER_ID).map_err(|_| {
+            Error::Usage(format!("no customer id given: use --customer-id ID or set {ENV_CUSTOMER_ID}"))
+        })?,
+    };
+    if id.is_empty() {
+        return Err(Error::Usage("the customer id is empty".into()));
+    }
+    Ok(id)
+}
+
+/// Everything resolved from [`ReadArgs`] that processing an input needs.
+pub struct Reading {
+    /// Opens rows with the key and customer id.
+    pub opener: RowOpener,
+    /// Pipeline options.
+    pub options: Options,
+    /// Expected row count, if any.
+    pub expect_rows: Option<u64>,
+    /// Show progress on a terminal.
+    pub show_progress: bool,
+}
+
+impl Reading {
+    /// Resolve the customer id, key, thread count and expected rows. `exact_nonces` selects the
+    /// exact (verify) or fixed-memory (decrypt) nonce-reuse check.
+    pub fn resolve(args: &ReadArgs, exact_nonces: bool, skip_bad_rows: bool) -> Result<Reading> {
+        let customer = customer_id(args.customer_id.as_deref())?;
+        if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+            return Err(Error::Usage("standard input (-) can be read only once".into()));
+        }
+        let expect_rows = match (&args.expect_rows, &args.expect_rows_from) {
+            (Some(n), _) => Some(*n),
+            (None, Some(path)) => Some(crate::webhook::rows_processed(path)?),
+            (None, None) => None,
+        };
+        if expect_rows.is_some() && args.inputs.len() > 1 {
+            return Err(Error::Usage(
+                "--expect-rows and --expect-rows-from check one input; give one INPUT".into(),
+            ));
+        }
+        let key = Key::load(args.key_file.as_deref())?;
+        let threads = args.threads.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        });
+        Ok(Reading {
+            opener: RowOpener::new(key.cipher(), &customer),
+            options: Options {
+                threads,
+                max_line_bytes: args.max_line_bytes,
+                member: args.member.clone(),
+                skip_bad_rows,
+                exact_nonce_check: exact_nonces,
+            },
+            expect_rows,
+            show_progress: !args.quiet,
+        })
+    }
+
+    /// Process one input (decrypting into `sink`, or verifying when `sink` is `None`) and apply
+    /// the checks that follow the rows: skipped rows, the expected count, nonce reuse.
+    pub fn process(
+        &self,
+        input: &Path,
+        sink: Option<&mut dyn std::io::Write>,
+        verb: &str,
+    ) -> Result<Summary> {
+        let name = display_input(input);
+        let progress = Progress::new(self.show_progress, &name);
+        let result = pipeline::run(input, &self.opener, &self.options, sink, &progress);
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                progress.abandon();
+                return Err(e);
+            }
+        };
+        for (first, later) in &summary.nonce_reuse {
+            progress.suspend(|| match first {
+                Some(first) => eprintln!(
+                    "warning: {name}: rows {first} and {later} use the same nonce: the sender \
+                     reused an AES-GCM nonce, which breaks confidentiality and authenticity; \
+                     report it to the vendor"
+                ),
+                None => eprintln!(
+                    "warning: {name}: row {later} probably reuses an earlier row's nonce (a \
+                     fixed-memory check over the first {FILTER_ROWS} rows); run `cipherstream \
+                     verify` to find the exact rows"
+                ),
+            });
+        }
+        let skipped = summary.skipped.len() as u64;
+        if skipped > 0 {
+            progress.abandon();
+            let any_auth =
+                summary.skipped.iter().any(|(_, kind)| matches!(kind, RowError::Auth(_)));
+            let exit = if any_auth { Exit::Auth } else { Exit::Failure };
+            return Err(Error::RowsSkipped { input: name, skipped, exit });
+        }
+        if let Some(expected) = self.expect_rows {
+            if expected != summary.rows {
+                progress.abandon();
+                return Err(Error::RowCount { input: name, expected, found: summary.rows });
+            }
+        }
+        progress.finish(&format!("{name}: {verb} {} rows", summary.rows));
+        Ok(summary)
+    }
+}
+
+/// Print an error and its hint to standard error, as the final report or per failed input.
+pub fn report(e: &Error) {
+    eprintln!("error: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// `DIR/<stem>.ndjson` for an input: the file name with its container and NDJSON extensions
+/// (`.zip`, `.gz`, `.gzip`, `.ndjson`, `.jsonl`) removed.
+pub fn output_name(dir: &Path, input: &Path) -> Result<PathBuf> {
+    let mut stem = input
+        .file_name()
+        .filter(|_| input.as_os_str() != "-")
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--output-dir needs input file names; {} has none",
+                display_input(input)
+            ))
+        })?
+        .to_string_lossy()
+        .into_owned();
+    loop {
+        let lower = stem.to_ascii_lowercase();
+        let Some(ext) = [".zip", ".gz", ".gzip", ".ndjson", ".jsonl"]
+            .into_iter()
+            .find(|ext| lower.ends_with(ext) && lower.len() > ext.len())
+        else {
+            break;
+        };
+        stem.truncate(stem.len() - ext.len());
+    }
+    Ok(dir.join(format!("{stem}.ndjson")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_drop_container_extensions() {
+        let d = Path::new("out");
+        assert_eq!(output_name(d, Path::new("a/x.ndjson.gz")).unwrap(), Path::new("out/x.ndjson"));
+        assert_eq!(output_name(d, Path::new("x.ZIP")).unwrap(), Path::new("out/x.ndjson"));
+        assert_eq!(output_name(d, Path::new("x.tar")).unwrap(), Path::new("out/x.tar.ndjson"));
+        assert_eq!(output_name(d, Path::new(".zip")).unwrap(), Path::new("out/.zip.ndjson"));
+        assert!(output_name(d, Path::new("-")).is_err());
+    }
+}

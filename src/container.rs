@@ -1,0 +1,302 @@
+//! Finding the NDJSON inside an input: ZIP, gzip or plain, detected from the content.
+//!
+//! SPEC section 3: the container is told from its first bytes, never from the file name, and a
+//! ZIP must also work from standard input. A ZIP's central directory sits at its end, so a ZIP on
+//! standard input is first spooled to an unnamed temporary file (ciphertext only: it holds nothing
+//! the download did not) and then read like any other; gzip and plain NDJSON stream straight
+//! through. Member choice: one member is used as is; with several, the one named `*.ndjson`;
+//! several candidates are an error listing them unless `--member` picks one.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{display_input, Error, Result};
+
+/// The container formats the tool reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A ZIP archive.
+    Zip,
+    /// gzip (possibly several concatenated members).
+    Gzip,
+    /// Plain NDJSON.
+    Plain,
+}
+
+impl Kind {
+    /// Detect the container from the first bytes of the input.
+    pub fn detect(head: &[u8]) -> Kind {
+        if head.starts_with(b"PK\x03\x04")
+            || head.starts_with(b"PK\x05\x06")
+            || head.starts_with(b"PK\x07\x08")
+            || head.starts_with(b"PK\x06\x06")
+        {
+            Kind::Zip
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Kind::Gzip
+        } else {
+            Kind::Plain
+        }
+    }
+
+    /// A lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Zip => "ZIP",
+            Kind::Gzip => "gzip",
+            Kind::Plain => "NDJSON",
+        }
+    }
+}
+
+/// What was found inside an input.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The container format.
+    pub kind: Kind,
+    /// The ZIP member read, if any.
+    pub member: Option<String>,
+    /// Bytes the progress counter will reach at the end, when known.
+    pub total: Option<u64>,
+}
+
+/// Counts bytes read through it into a shared counter (for the progress bar).
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Read up to `buf.len()` bytes, stopping early only at end of input.
+fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Open `input` (a path, or `-` for standard input), find its NDJSON and call `f` with a reader
+/// over exactly those bytes. `count` advances as the input is consumed, towards `Opened::total`.
+///
+/// Errors while reading from the returned reader are the container's (corrupt or truncated
+/// compressed data, a CRC mismatch): callers SHOULD report them with [`read_error`].
+pub fn read_ndjson<T>(
+    input: &Path,
+    member: Option<&str>,
+    count: Arc<AtomicU64>,
+    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
+) -> Result<T> {
+    let name = display_input(input);
+    let mut head = [0u8; 64];
+    if input.as_os_str() == "-" {
+        let mut stdin = io::stdin().lock();
+        let n = read_head(&mut stdin, &mut head)
+            .map_err(|e| Error::io("reading standard input", e))?;
+        let kind = Kind::detect(&head[..n]);
+        match kind {
+            Kind::Zip => {
+                let mut spool = tempfile::tempfile()
+                    .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
+                let mut all = io::Cursor::new(&head[..n]).chain(stdin);
+                io::copy(&mut all, &mut spool)
+                    .map_err(|e| Error::io("spooling the ZIP from standard input", e))?;
+                spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewinding the spool", e))?;
+                read_zip(spool, &name, member, count, f)
+            }
+            Kind::Gzip => {
+                let reader = Counting { inner: io::Cursor::new(&head[..n]).chain(stdin), count };
+                let opened = Opened { kind, member: None, total: None };
+                f(&mut flate2::read::MultiGzDecoder::new(reader), &opened)
+            }
+            Kind::Plain => {
+                check_plain(&name, &head[..n])?;
+                let opened = Opened { kind, member: None, total: None };
+                let mut reader =
+                    Counting { inner: io::Cursor::new(&head[..n]).chain(stdin), count };
+                f(&mut reader, &opened)
+            }
+        }
+    } else {
+        let mut file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
+        let meta = file.metadata().map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+        if meta.is_dir() {
+            return Err(Error::container(&name, "is a directory, not an export file"));
+        }
+        let n = read_head(&mut file, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let kind = Kind::detect(&head[..n]);
+        match kind {
+            Kind::Zip => read_zip(file, &name, member, count, f),
+            Kind::Gzip => {
+                let opened = Opened { kind, member: None, total: Some(meta.len()) };
+                let reader = io::BufReader::with_capacity(256 * 1024, Counting { inner: file, count });
+                f(&mut flate2::bufread::MultiGzDecoder::new(reader), &opened)
+            }
+            Kind::Plain => {
+                check_plain(&name, &head[..n])?;
+                let opened = Opened { kind, member: None, total: Some(meta.len()) };
+                f(&mut Counting { inner: file, count }, &opened)
+            }
+        }
+    }
+}
+
+/// Refuse an input that is neither ZIP, gzip nor NDJSON: after an optional BOM and whitespace,
+/// NDJSON starts with `{`. An empty (or all-blank) input is an empty export.
+fn check_plain(name: &str, head: &[u8]) -> Result<()> {
+    let body = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'{') => Ok(()),
+        Some(_) => {
+            let shown: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Err(Error::container(
+                name,
+                format!(
+                    "not a ZIP, gzip or NDJSON export (it starts with the bytes {})",
+                    shown.join(" ")
+                ),
+            ))
+        }
+    }
+}
+
+fn read_zip<T>(
+    file: File,
+    name: &str,
+    member: Option<&str>,
+    count: Arc<AtomicU64>,
+    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
+) -> Result<T> {
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| Error::container(name, format!("not a readable ZIP archive ({e})")))?;
+    let mut names = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| Error::container(name, format!("ZIP entry {i} is unreadable ({e})")))?;
+        if !entry.is_dir() {
+            let entry_name = entry
+                .name()
+                .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
+                .into_owned();
+            names.push((i, entry_name));
+        }
+    }
+    let index = choose_member(name, &names, member)?;
+    let mut entry = archive
+        .by_index(index)
+        .map_err(|e| Error::container(name, format!("cannot read the ZIP member ({e})")))?;
+    let member_name = names.iter().find(|(i, _)| *i == index).map(|(_, n)| n.clone());
+    let opened = Opened { kind: Kind::Zip, member: member_name, total: Some(entry.size()) };
+    let mut reader = Counting { inner: &mut entry, count };
+    f(&mut reader, &opened)
+}
+
+/// Apply SPEC's member rules to the (index, name) list of non-directory entries.
+fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -> Result<usize> {
+    let listing = || names.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ");
+    if let Some(wanted) = wanted {
+        return names.iter().find(|(_, n)| n == wanted).map(|(i, _)| *i).ok_or_else(|| {
+            Error::container(
+                input,
+                format!("the ZIP has no member named {wanted:?}; its members are: {}", listing()),
+            )
+        });
+    }
+    match names {
+        [] => Err(Error::container(input, "the ZIP archive holds no files")),
+        [(i, _)] => Ok(*i),
+        _ => {
+            let candidates: Vec<&(usize, String)> =
+                names.iter().filter(|(_, n)| n.ends_with(".ndjson")).collect();
+            match candidates.as_slice() {
+                [(i, _)] => Ok(*i),
+                [] => Err(Error::container(
+                    input,
+                    format!(
+                        "the ZIP holds several members and none ends in .ndjson: {}; choose one \
+                         with --member NAME",
+                        listing()
+                    ),
+                )),
+                many => Err(Error::AmbiguousArchive {
+                    input: input.to_owned(),
+                    members: many.iter().map(|(_, n)| n.clone()).collect(),
+                }),
+            }
+        }
+    }
+}
+
+/// Turn an error met while reading the NDJSON out of a container into the right failure class:
+/// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch); for plain
+/// NDJSON it is an I/O error.
+pub fn read_error(input: &str, opened: &Opened, e: io::Error) -> Error {
+    match opened.kind {
+        Kind::Plain => Error::io(format!("reading {input}"), e),
+        kind => {
+            let what = match e.kind() {
+                io::ErrorKind::UnexpectedEof => "is truncated".to_owned(),
+                _ => format!("is corrupt ({e})"),
+            };
+            Error::container(input, format!("the {} data {what}", kind.name()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_magic() {
+        assert_eq!(Kind::detect(b"PK\x03\x04rest"), Kind::Zip);
+        assert_eq!(Kind::detect(b"PK\x05\x06"), Kind::Zip);
+        assert_eq!(Kind::detect(&[0x1f, 0x8b, 8]), Kind::Gzip);
+        assert_eq!(Kind::detect(b"{\"encrypted_data\""), Kind::Plain);
+        assert_eq!(Kind::detect(b""), Kind::Plain);
+    }
+
+    #[test]
+    fn plain_must_start_with_an_object() {
+        assert!(check_plain("x", b"\xEF\xBB\xBF\r\n {").is_ok());
+        assert!(check_plain("x", b"").is_ok());
+        let e = check_plain("x", b"\x89PNG\r\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x: not a ZIP, gzip or NDJSON export (it starts with the bytes 89 50 4e 47 0d 0a)"
+        );
+    }
+
+    fn names(list: &[&str]) -> Vec<(usize, String)> {
+        list.iter().enumerate().map(|(i, n)| (i, n.to_string())).collect()
+    }
+
+    #[test]
+    fn member_rules() {
+        assert_eq!(choose_member("z", &names(&["data.txt"]), None).unwrap(), 0);
+        assert_eq!(choose_member("z", &names(&["README.txt", "a.ndjson"]), None).unwrap(), 1);
+        let e = choose_member("z", &names(&["a.ndjson", "b.ndjson"]), None).unwrap_err();
+        assert_eq!(e.to_string(), "z: the ZIP holds several candidate members: a.ndjson, b.ndjson");
+        assert_eq!(choose_member("z", &names(&["a.ndjson", "b.ndjson"]), Some("b.ndjson")).unwrap(), 1);
+        assert!(choose_member("z", &names(&["a.txt", "b.txt"]), None).is_err());
+        assert!(choose_member("z", &names(&[]), None).is_err());
+        assert!(choose_member("z", &names(&["a.ndjson"]), Some("c")).is_err());
+    }
+}

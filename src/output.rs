@@ -1,0 +1,186 @@
+//! Where plaintext goes: standard output, or a file replaced atomically.
+//!
+//! SPEC section 3: `-o PATH` writes a temporary file in PATH's directory with mode 0600 and renames
+//! it over PATH only after every row authenticated. On any failure, or on SIGINT/SIGTERM, the
+//! temporary file is removed and PATH keeps its previous content (or stays absent). Temporary
+//! files are registered here so the signal handler can remove them before the process exits.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Error, Exit, Result};
+
+/// Temporary files to remove if a signal stops the process.
+static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Install the SIGINT/SIGTERM handler: remove live temporary files, then exit 130 or 143.
+pub fn install_signal_cleanup() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+                for path in temps.iter() {
+                    let _ = fs::remove_file(path);
+                }
+                let exit = if signal == SIGTERM { Exit::Terminated } else { Exit::Interrupted };
+                eprintln!("error: {}", Error::Interrupted(exit));
+                // Exit while still holding the lock, so no rename can slip in after the cleanup.
+                std::process::exit(exit.code().into());
+            }
+        });
+    }
+}
+
+/// A file written beside its destination and renamed over it on `commit`.
+pub struct AtomicFile {
+    writer: Option<BufWriter<File>>,
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    /// Create a mode-0600 temporary file in `dest`'s directory.
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = dest
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{} is not a file path", dest.display())))?;
+        let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+        let named = tempfile::Builder::new()
+            .prefix(&format!(".{}.", file_name.to_string_lossy()))
+            .suffix(".partial")
+            .permissions(mode_0600())
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                Error::io(format!("cannot create a temporary file in {}", dir.display()), e)
+            })?;
+        // Keep the path ourselves: the signal handler removes it, and commit renames it.
+        let (file, temp) = named.keep().map_err(|e| Error::io("keeping the temporary file", e.error))?;
+        temps.push(temp.clone());
+        Ok(AtomicFile {
+            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+            temp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// The final path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Flush, sync and rename over the destination.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("not yet committed");
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(format!("writing {}", self.dest.display()), e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(format!("writing {}", self.dest.display()), e))?;
+        drop(file);
+        let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+        fs::rename(&self.temp, &self.dest)
+            .map_err(|e| Error::io(format!("cannot replace {}", self.dest.display()), e))?;
+        temps.retain(|p| p != &self.temp);
+        drop(temps);
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.as_mut().expect("not yet committed").write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer.as_mut().expect("not yet committed").write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.as_mut().expect("not yet committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            // Not committed: throw the partial plaintext away.
+            let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+            self.writer = None;
+            let _ = fs::remove_file(&self.temp);
+            temps.retain(|p| p != &self.temp);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn mode_0600() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o600)
+}
+
+#[cfg(not(unix))]
+fn mode_0600() -> fs::Permissions {
+    fs::metadata(".").map(|m| m.permissions()).expect("current directory")
+}
+
+/// True if `a` and `b` name the same existing file (so an output would overwrite its input).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (fs::canonicalize(a), fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_and_drop_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.ndjson");
+        fs::write(&dest, "old\n").unwrap();
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"partial").unwrap();
+        }
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"new\n").unwrap();
+        f.commit().unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "new\n");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+}

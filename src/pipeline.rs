@@ -1,0 +1,427 @@
+//! The streaming engine: read, split into rows, open rows in parallel, release them in order.
+//!
+//! One reader thread pulls NDJSON bytes out of the container into fixed-size buffers, cuts each on
+//! its last line boundary, and tags it with the index of its first row (blank lines take no
+//! index). Worker threads open the rows of whole buffers. The calling thread releases results
+//! strictly in row order, so output, row indices and the first error reported are the same at every
+//! thread count. Memory is bounded by the buffer pool: a handful of buffers of `CHUNK` bytes, or
+//! of the longest line when one line is larger (issue 3).
+//!
+//! Buffers are kept full length and a fill index is tracked: re-zeroing a buffer on every read is a
+//! measured pitfall (issue 3).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use zeroize::Zeroize;
+
+use crate::container::{self, Opened};
+use crate::error::{display_input, Error, Result, RowError};
+use crate::nonce::NonceTracker;
+use crate::progress::Progress;
+use crate::record::{RowOpener, NONCE_LEN};
+
+/// Bytes per read buffer.
+const CHUNK: usize = 256 * 1024;
+/// At most this many distinct key ids are listed in a summary.
+const MAX_KEY_IDS: usize = 16;
+
+/// How the rows of one input are processed.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Decryption worker threads (at least 1).
+    pub threads: usize,
+    /// Longest line accepted.
+    pub max_line_bytes: u64,
+    /// ZIP member to read, if chosen.
+    pub member: Option<String>,
+    /// Keep going past bad rows, reporting each (salvage).
+    pub skip_bad_rows: bool,
+    /// Track nonces exactly (verify) instead of with a fixed-size filter (decrypt).
+    pub exact_nonce_check: bool,
+}
+
+/// What processing one input found.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Rows in the export (released plus skipped).
+    pub rows: u64,
+    /// Rows released (written, or verified).
+    pub released: u64,
+    /// Distinct key ids seen, in order of first appearance (at most 16).
+    pub key_ids: Vec<String>,
+    /// More distinct key ids were seen than listed.
+    pub more_key_ids: bool,
+    /// Rows skipped with `skip_bad_rows`, with the error of each.
+    pub skipped: Vec<(u64, RowError)>,
+    /// Nonce reuse found: (earlier row, later row) pairs, exact or suspected.
+    pub nonce_reuse: Vec<(Option<u64>, u64)>,
+    /// The container read.
+    pub container: Option<&'static str>,
+    /// The ZIP member read.
+    pub member: Option<String>,
+}
+
+/// A slice of the input holding whole lines.
+struct Chunk {
+    seq: u64,
+    first_row: u64,
+    data: Vec<u8>,
+    /// (start, end) of each non-blank line in `data`, without its `\n`.
+    lines: Vec<(usize, usize)>,
+}
+
+enum Work {
+    Chunk(Chunk),
+    /// The reader is done: the row count, or why it stopped.
+    End { seq: u64, result: Result<u64> },
+}
+
+/// A worker's result for one chunk.
+struct Done {
+    seq: u64,
+    out: Vec<u8>,
+    released: u64,
+    key_ids: Vec<Vec<u8>>,
+    nonces: Vec<([u8; NONCE_LEN], u64)>,
+    skipped: Vec<(u64, RowError)>,
+    error: Option<(u64, RowError)>,
+    end: Option<Result<u64>>,
+}
+
+/// Decrypt (`sink` is `Some`) or verify (`None`) one input, writing plaintext lines to `sink` in
+/// row order. Rows before a failing row have been written when the error is returned.
+pub fn run(
+    input: &Path,
+    opener: &RowOpener,
+    opts: &Options,
+    mut sink: Option<&mut dyn Write>,
+    progress: &Progress,
+) -> Result<Summary> {
+    let name = display_input(input);
+    let threads = opts.threads.max(1);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (work_tx, work_rx) = mpsc::channel::<Work>();
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
+    let (opened_tx, opened_rx) = mpsc::channel::<Opened>();
+    progress.set_count_source(Some(count.clone()));
+    for _ in 0..threads * 2 + 2 {
+        pool_tx.send(vec![0u8; CHUNK]).expect("receiver alive");
+    }
+
+    // The threads are detached, not scoped: when an early row fails, this thread must be able to
+    // report it and exit without waiting for a reader blocked on a slow standard input.
+    let reader = {
+        let input: PathBuf = input.to_path_buf();
+        let name = name.clone();
+        let cancel = cancel.clone();
+        let count = count.clone();
+        let opts = opts.clone();
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || {
+                let mut seq = 0u64;
+                let result = container::read_ndjson(
+                    &input,
+                    opts.member.as_deref(),
+                    count,
+                    |r, opened| {
+                        let _ = opened_tx.send(opened.clone());
+                        split(r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq)
+                    },
+                );
+                let _ = work_tx.send(Work::End { seq, result });
+            })
+            .map_err(|e| Error::io("starting the reader thread", e))?
+    };
+    for i in 0..threads {
+        let work_rx = work_rx.clone();
+        let done_tx = done_tx.clone();
+        let pool_tx = pool_tx.clone();
+        let mut opener = opener.clone();
+        let decrypting = sink.is_some();
+        let skip = opts.skip_bad_rows;
+        std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || loop {
+                let work = match work_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let done = match work {
+                    Ok(Work::Chunk(chunk)) => {
+                        let done = open_chunk(&mut opener, &chunk, decrypting, skip);
+                        recycle(&pool_tx, chunk.data);
+                        done
+                    }
+                    Ok(Work::End { seq, result }) => Done {
+                        seq,
+                        out: Vec::new(),
+                        released: 0,
+                        key_ids: Vec::new(),
+                        nonces: Vec::new(),
+                        skipped: Vec::new(),
+                        error: None,
+                        end: Some(result),
+                    },
+                    Err(_) => return,
+                };
+                if done_tx.send(done).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| Error::io("starting a worker thread", e))?;
+    }
+    drop(done_tx);
+
+    let result = release_in_order(&name, &done_rx, &mut sink, progress, &opened_rx, opts);
+    if result.is_err() {
+        cancel.store(true, Ordering::Relaxed);
+    } else {
+        let _ = reader.join();
+    }
+    progress.set_count_source(None);
+    result
+}
+
+/// Give a buffer back to the pool, replacing one grown for a huge line by a normal one so the pool
+/// does not keep memory it no longer needs.
+fn recycle(pool: &Sender<Vec<u8>>, mut buf: Vec<u8>) {
+    if buf.len() > 4 * CHUNK {
+        buf = vec![0u8; CHUNK];
+    }
+    let _ = pool.send(buf);
+}
+
+/// The reader: fill buffers, cut them on line boundaries, number the rows, hand them out.
+#[allow(clippy::too_many_arguments)]
+fn split(
+    r: &mut dyn Read,
+    opened: &Opened,
+    name: &str,
+    opts: &Options,
+    pool: &Receiver<Vec<u8>>,
+    work: &Sender<Work>,
+    cancel: &AtomicBool,
+    seq: &mut u64,
+) -> Result<u64> {
+    let max_line = opts.max_line_bytes;
+    let mut row = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first = true;
+    loop {
+        let mut buf = loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(row);
+            }
+            match pool.recv_timeout(Duration::from_millis(50)) {
+                Ok(b) => break b,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Ok(row),
+            }
+        };
+        if buf.len() < carry.len() * 2 {
+            buf.resize(carry.len() * 2, 0);
+        }
+        buf[..carry.len()].copy_from_slice(&carry);
+        let mut filled = carry.len();
+        carry.clear();
+        let mut eof = false;
+        // Fill until full (or end of input); grow only while the buffer holds no line end.
+        loop {
+            while filled < buf.len() {
+                match r.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(container::read_error(name, opened, e)),
+                }
+            }
+            if eof || memchr::memrchr(b'\n', &buf[..filled]).is_some() {
+                break;
+            }
+            if filled as u64 > max_line {
+                return Err(Error::Row {
+                    input: name.to_owned(),
+                    row,
+                    kind: RowError::TooLong { limit: max_line },
+                });
+            }
+            let grown = (buf.len() * 2).min(max_line as usize + 2).max(buf.len() + 1);
+            buf.resize(grown, 0);
+        }
+        let mut begin = 0;
+        if first {
+            first = false;
+            if buf[..filled].starts_with(b"\xEF\xBB\xBF") {
+                begin = 3;
+            }
+        }
+        let cut = if eof {
+            filled
+        } else {
+            begin + memchr::memrchr(b'\n', &buf[begin..filled]).map_or(0, |i| i + 1)
+        };
+        let first_row = row;
+        let mut lines = Vec::with_capacity((cut - begin) / 256 + 1);
+        let mut start = begin;
+        let mut too_long = None;
+        let mut push = |s: usize, e: usize, row: &mut u64| -> bool {
+            let line = &buf[s..e];
+            if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+                return true;
+            }
+            if line.len() as u64 > max_line {
+                too_long = Some(*row);
+                return false;
+            }
+            lines.push((s, e));
+            *row += 1;
+            true
+        };
+        let mut stopped = false;
+        for nl in memchr::memchr_iter(b'\n', &buf[begin..cut]) {
+            let end = begin + nl;
+            if !push(start, end, &mut row) {
+                stopped = true;
+                break;
+            }
+            start = end + 1;
+        }
+        if !stopped && eof && start < cut {
+            stopped = !push(start, cut, &mut row);
+        }
+        let _ = stopped;
+        carry.extend_from_slice(&buf[cut..filled]);
+        let chunk = Chunk { seq: *seq, first_row, data: buf, lines };
+        *seq += 1;
+        if work.send(Work::Chunk(chunk)).is_err() {
+            return Ok(row);
+        }
+        if let Some(bad) = too_long {
+            return Err(Error::Row {
+                input: name.to_owned(),
+                row: bad,
+                kind: RowError::TooLong { limit: max_line },
+            });
+        }
+        if eof {
+            return Ok(row);
+        }
+    }
+}
+
+/// Open every row of a chunk. Stops at the first bad row unless `skip` is set.
+fn open_chunk(opener: &mut RowOpener, chunk: &Chunk, decrypting: bool, skip: bool) -> Done {
+    let mut out = Vec::with_capacity(if decrypting { chunk.data.len() } else { 4096 });
+    let mut key_ids: Vec<Vec<u8>> = Vec::new();
+    let mut nonces = Vec::with_capacity(chunk.lines.len());
+    let mut skipped = Vec::new();
+    let mut error = None;
+    let mut released = 0;
+    for (i, &(s, e)) in chunk.lines.iter().enumerate() {
+        let row = chunk.first_row + i as u64;
+        match opener.open_into(row, &chunk.data[s..e], &mut out) {
+            Ok(opened) => {
+                released += 1;
+                nonces.push((opened.nonce, row));
+                if key_ids.last().is_none_or(|k| k.as_slice() != opened.key_id)
+                    && !key_ids.iter().any(|k| k.as_slice() == opened.key_id)
+                    && key_ids.len() <= MAX_KEY_IDS
+                {
+                    key_ids.push(opened.key_id.to_vec());
+                }
+                if decrypting {
+                    out.push(b'\n');
+                } else {
+                    out.zeroize();
+                    out.clear();
+                }
+            }
+            Err(kind) => {
+                if skip {
+                    skipped.push((row, kind));
+                } else {
+                    error = Some((row, kind));
+                    break;
+                }
+            }
+        }
+    }
+    Done { seq: chunk.seq, out, released, key_ids, nonces, skipped, error, end: None }
+}
+
+/// Release chunk results strictly in sequence order.
+fn release_in_order(
+    name: &str,
+    done_rx: &Receiver<Done>,
+    sink: &mut Option<&mut dyn Write>,
+    progress: &Progress,
+    opened_rx: &Receiver<Opened>,
+    opts: &Options,
+) -> Result<Summary> {
+    let mut summary = Summary::default();
+    let mut nonces = NonceTracker::new(opts.exact_nonce_check);
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut opened_seen = false;
+    for done in done_rx.iter() {
+        if !opened_seen {
+            if let Ok(opened) = opened_rx.try_recv() {
+                opened_seen = true;
+                summary.container = Some(opened.kind.name());
+                summary.member = opened.member.clone();
+                progress.set_total(opened.total);
+            }
+        }
+        pending.insert(done.seq, done);
+        while let Some(mut done) = pending.remove(&next) {
+            next += 1;
+            if let Some(end) = done.end.take() {
+                let rows = end?;
+                summary.rows = rows;
+                summary.nonce_reuse = nonces.finish();
+                return Ok(summary);
+            }
+            if let Some(sink) = sink.as_mut() {
+                sink.write_all(&done.out).map_err(|e| Error::io("writing the output", e))?;
+            }
+            done.out.zeroize();
+            summary.released += done.released;
+            for (nonce, row) in &done.nonces {
+                nonces.observe(nonce, *row);
+            }
+            for k in done.key_ids {
+                let k = String::from_utf8_lossy(&k).into_owned();
+                if !summary.key_ids.contains(&k) {
+                    if summary.key_ids.len() < MAX_KEY_IDS {
+                        summary.key_ids.push(k);
+                    } else {
+                        summary.more_key_ids = true;
+                    }
+                }
+            }
+            for (row, kind) in done.skipped {
+                let e = Error::Row { input: name.to_owned(), row, kind: kind.clone() };
+                progress.suspend(|| eprintln!("skipped: {e}"));
+                summary.skipped.push((row, kind));
+            }
+            progress.advance(summary.released);
+            if let Some((row, kind)) = done.error {
+                return Err(Error::Row { input: name.to_owned(), row, kind });
+            }
+        }
+    }
+    Err(Error::io("processing", io::Error::other("a worker thread stopped unexpectedly")))
+}

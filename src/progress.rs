@@ -1,0 +1,102 @@
+//! The progress bar: on standard error, only when it is a terminal and `--quiet` is not given.
+//!
+//! It shows input bytes consumed of the total (when the total is known), rows, rate and ETA, and
+//! ends with a one-line summary. Scripts and cron jobs (stderr not a terminal) see nothing.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A progress display for one input (or nothing).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    bytes: Mutex<Option<Arc<AtomicU64>>>,
+    started: Instant,
+}
+
+impl Progress {
+    /// A bar labelled `label`, shown only if `enabled` and standard error is a terminal.
+    pub fn new(enabled: bool, label: &str) -> Progress {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+            bar.set_style(spinner_style());
+            bar.set_prefix(label.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        Progress { bar, bytes: Mutex::new(None), started: Instant::now() }
+    }
+
+    /// A progress that shows nothing.
+    pub fn hidden() -> Progress {
+        Progress::new(false, "")
+    }
+
+    /// True when a bar is drawn.
+    pub fn is_visible(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Where consumed input bytes are counted.
+    pub fn set_count_source(&self, bytes: Option<Arc<AtomicU64>>) {
+        *self.bytes.lock().expect("not poisoned") = bytes;
+    }
+
+    /// The input's size, once known.
+    pub fn set_total(&self, total: Option<u64>) {
+        if let (Some(bar), Some(total)) = (&self.bar, total) {
+            bar.set_length(total);
+            bar.set_style(bar_style());
+        }
+    }
+
+    /// Rows released so far; the byte position is read from the counter.
+    pub fn advance(&self, rows: u64) {
+        if let Some(bar) = &self.bar {
+            if let Some(bytes) = &*self.bytes.lock().expect("not poisoned") {
+                bar.set_position(bytes.load(Ordering::Relaxed));
+            }
+            bar.set_message(format!("{rows} rows"));
+        }
+    }
+
+    /// Clear the bar and, on a terminal, print a one-line summary.
+    pub fn finish(&self, summary: &str) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            let secs = self.started.elapsed().as_secs_f64();
+            eprintln!("{summary} in {secs:.2}s");
+        }
+    }
+
+    /// Run `f` (which prints to stderr) with the bar out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Clear the bar without a summary (before an error message).
+    pub fn abandon(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {prefix}: {bytes} read, {msg} ({bytes_per_sec})")
+        .expect("valid template")
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix}: [{bar:30}] {bytes}/{total_bytes}, {msg}, {bytes_per_sec}, ETA {eta}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}

@@ -1,0 +1,542 @@
+//! One row of an export: parse the line, build the AAD, open the AES-256-GCM box, check the JSON.
+//!
+//! A line is `{"encrypted_data":"<key_id>:<iv_b64>:<blob_b64>"}` (SPEC section 1). The field value
+//! is split from the right, so a `key_id` may itself contain `:`. `iv_b64` MUST decode to exactly
+//! 12 bytes; `blob_b64` is `ciphertext || tag` with the 16-byte tag last. Base64 is the standard
+//! alphabet, padding optional.
+//!
+//! The AAD is exactly the UTF-8 bytes of `stream:{customer_id}:{row_index}`, `row_index` being the
+//! zero-based index of the non-blank line, in decimal without leading zeros. For customer id
+//! `cust_123` and row 7 that is the 17 bytes `stream:cust_123:7`.
+//!
+//! Opening a row depends on nothing but the line, its index, the key and the customer id, so rows
+//! can be opened on any thread in any order. A row that fails releases none of its bytes: the
+//! tag is checked before anything is decrypted, and the output buffer is wiped back to where the
+//! row started.
+
+use std::borrow::Cow;
+
+use aes_gcm::aead::{inout::InOutBuf, AeadInOut};
+use aes_gcm::aead::{Nonce, Tag};
+use aes_gcm::Aes256Gcm;
+use base64::Engine as _;
+use zeroize::Zeroize;
+
+use crate::error::{Diagnosis, RowError};
+
+/// Bytes of the GCM tag at the end of every blob.
+pub const TAG_LEN: usize = 16;
+/// Bytes of the GCM nonce.
+pub const NONCE_LEN: usize = 12;
+
+/// How far (in row indices, each way) a failing row is tried at other indices to explain why.
+const DIAGNOSE_WINDOW: u64 = 1024;
+/// Upper bound on the bytes re-authenticated while diagnosing one failure.
+const DIAGNOSE_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The base64 engine: standard alphabet, padding optional, SIMD where the CPU has it (detected at
+/// run time, so one binary serves every CPU).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub type B64 = base64::engine::Simd;
+/// The base64 engine (scalar on this architecture).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub type B64 = base64::engine::GeneralPurpose;
+
+fn b64_config() -> base64::engine::GeneralPurposeConfig {
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+}
+
+/// A base64 engine that accepts standard base64 with or without padding.
+pub fn b64_engine() -> B64 {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        base64::engine::Simd::standard(b64_config())
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, b64_config())
+    }
+}
+
+/// The parts of one line, borrowed from it where possible.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// The whole `encrypted_data` value (owned only when the JSON used escapes).
+    value: Cow<'a, [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    /// Split into `(key_id, iv_b64, blob_b64)`, from the right.
+    pub fn split(&self) -> Result<(&[u8], &[u8], &[u8]), RowError> {
+        let v: &[u8] = &self.value;
+        let last = memchr::memrchr(b':', v);
+        let prev = last.and_then(|i| memchr::memrchr(b':', &v[..i]));
+        match (prev, last) {
+            (Some(p), Some(l)) => Ok((&v[..p], &v[p + 1..l], &v[l + 1..])),
+            _ => Err(RowError::Malformed(
+                "encrypted_data is not of the form <key_id>:<iv_b64>:<blob_b64>".into(),
+            )),
+        }
+    }
+}
+
+/// The slow path's view of a line: any JSON object with a string `encrypted_data`.
+#[derive(serde::Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    encrypted_data: Cow<'a, str>,
+}
+
+const FAST_PREFIX: &[u8] = b"{\"encrypted_data\":\"";
+const FAST_SUFFIX: &[u8] = b"\"}";
+
+/// Parse one line (without its `\n`; a trailing `\r` is allowed) into its `encrypted_data` value.
+///
+/// The vendor's exact shape is recognised without a JSON parser; anything else (whitespace, other
+/// fields, escapes) goes through `serde_json`, so both paths accept exactly the JSON objects with a
+/// string `encrypted_data` field.
+pub fn parse_line(line: &[u8]) -> Result<Fields<'_>, RowError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if let Some(inner) =
+        line.strip_prefix(FAST_PREFIX).and_then(|rest| rest.strip_suffix(FAST_SUFFIX))
+    {
+        // A value without quotes, backslashes or control bytes is its own JSON string text, as
+        // long as it is UTF-8 (checked below on the key id; the base64 parts are checked by their
+        // decoder, which accepts only ASCII).
+        if !inner.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            return Ok(Fields { value: Cow::Borrowed(inner) });
+        }
+    }
+    match serde_json::from_slice::<Line<'_>>(line) {
+        Ok(Line { encrypted_data: Cow::Borrowed(s) }) => {
+            Ok(Fields { value: Cow::Borrowed(s.as_bytes()) })
+        }
+        Ok(Line { encrypted_data: Cow::Owned(s) }) => {
+            Ok(Fields { value: Cow::Owned(s.into_bytes()) })
+        }
+        Err(e) => Err(RowError::Malformed(json_problem(line, &e))),
+    }
+}
+
+/// Say what is wrong with a line that is not a usable JSON object, without quoting its content.
+fn json_problem(line: &[u8], e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                "no \"encrypted_data\" field".into()
+            } else if text.starts_with("invalid type") && line.trim_ascii_start().starts_with(b"{") {
+                "\"encrypted_data\" is not a string".into()
+            } else if text.starts_with("duplicate field") {
+                "\"encrypted_data\" appears more than once".into()
+            } else {
+                format!("not a JSON object ({})", strip_position(&text))
+            }
+        }
+        _ => format!("not valid JSON ({})", strip_position(&e.to_string())),
+    }
+}
+
+/// serde_json appends " at line 1 column N"; keep the column, drop the always-1 line.
+fn strip_position(text: &str) -> String {
+    text.replace(" at line 1 column ", " at column ")
+}
+
+/// What opening a row learned besides its plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened<'a> {
+    /// The row's informational key id.
+    pub key_id: &'a [u8],
+    /// The row's nonce.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+/// Opens rows for one key and customer id. Cheap to clone for each worker thread.
+#[derive(Clone)]
+pub struct RowOpener {
+    cipher: Aes256Gcm,
+    b64: B64,
+    /// `stream:{customer_id}:`, the AAD without its row index.
+    aad: Vec<u8>,
+    aad_prefix_len: usize,
+}
+
+impl RowOpener {
+    /// An opener for rows encrypted with `cipher` for `customer_id`.
+    pub fn new(cipher: Aes256Gcm, customer_id: &str) -> RowOpener {
+        let aad = format!("stream:{customer_id}:").into_bytes();
+        RowOpener { cipher, b64: b64_engine(), aad_prefix_len: aad.len(), aad }
+    }
+
+    /// Set `self.aad` to the AAD of `row`.
+    fn set_row(&mut self, row: u64) {
+        self.aad.truncate(self.aad_prefix_len);
+        push_decimal(&mut self.aad, row);
+    }
+
+    /// The AAD bytes of `row` (for tests and for `encrypt`).
+    pub fn aad_for(&mut self, row: u64) -> &[u8] {
+        self.set_row(row);
+        &self.aad
+    }
+
+    /// Open row `row` from `line` and append its plaintext (one line of JSON, no newline) to
+    /// `out`. On any error `out` is wiped back to its length on entry.
+    pub fn open_into<'l>(
+        &mut self,
+        row: u64,
+        line: &'l [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Opened<'l>, RowError> {
+        let start = out.len();
+        let result = self.open_inner(row, line, out, start);
+        if result.is_err() {
+            out[start..].zeroize();
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn open_inner<'l>(
+        &mut self,
+        row: u64,
+        line: &'l [u8],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<Opened<'l>, RowError> {
+        let fields = parse_line(line)?;
+        let (key_id, iv_b64, blob_b64) = fields.split()?;
+        if std::str::from_utf8(key_id).is_err() {
+            return Err(RowError::Malformed("key_id is not valid UTF-8".into()));
+        }
+        let mut iv = [0u8; 18];
+        let n = self
+            .b64
+            .decode_slice(iv_b64, &mut iv)
+            .map_err(|e| RowError::Malformed(format!("iv is not valid base64 ({e})")))?;
+        if n != NONCE_LEN {
+            return Err(RowError::Malformed(format!(
+                "iv decodes to {n} bytes; AES-GCM here needs a 12-byte nonce"
+            )));
+        }
+        let nonce: [u8; NONCE_LEN] = iv[..NONCE_LEN].try_into().expect("length checked");
+
+        let estimate = blob_b64.len() / 4 * 3 + 3;
+        out.resize(start + estimate, 0);
+        let n = self
+            .b64
+            .decode_slice(blob_b64, &mut out[start..])
+            .map_err(|e| RowError::Malformed(format!("blob is not valid base64 ({e})")))?;
+        if n < TAG_LEN {
+            return Err(RowError::Malformed(format!(
+                "blob decodes to {n} bytes, shorter than the 16-byte tag"
+            )));
+        }
+        let ct_end = start + n - TAG_LEN;
+        let tag = Tag::<Aes256Gcm>::try_from(&out[ct_end..start + n]).expect("16 bytes");
+        out.truncate(ct_end);
+        self.set_row(row);
+        let nonce_arr = Nonce::<Aes256Gcm>::from(nonce);
+        if self
+            .cipher
+            .decrypt_inout_detached(
+                &nonce_arr,
+                &self.aad,
+                InOutBuf::from(&mut out[start..]),
+                &tag,
+            )
+            .is_err()
+        {
+            let diagnosis = self.diagnose(row, &nonce_arr, &mut out[start..], &tag);
+            return Err(RowError::Auth(diagnosis));
+        }
+        check_and_compact(out, start)?;
+        Ok(Opened { key_id: trim_key_id(key_id, &fields, line), nonce })
+    }
+
+    /// Try the failing ciphertext under nearby row indices to tell a wrong key from moved lines.
+    fn diagnose(
+        &mut self,
+        row: u64,
+        nonce: &Nonce<Aes256Gcm>,
+        ct: &mut [u8],
+        tag: &Tag<Aes256Gcm>,
+    ) -> Diagnosis {
+        let per_try = ct.len() as u64 + 64;
+        let window = DIAGNOSE_WINDOW.min(DIAGNOSE_BUDGET_BYTES / per_try / 2);
+        let lo = row.saturating_sub(window);
+        let hi = row.saturating_add(window);
+        // Nearest indices first, so the simplest explanation wins.
+        for distance in 1..=window {
+            for candidate in [row.checked_add(distance), row.checked_sub(distance)] {
+                let Some(candidate) = candidate.filter(|c| (lo..=hi).contains(c)) else {
+                    continue;
+                };
+                self.set_row(candidate);
+                // Authenticate only: GHASH over the ciphertext, nothing is decrypted on failure,
+                // and on success the buffer is wiped straight away (it is never released).
+                if self
+                    .cipher
+                    .decrypt_inout_detached(nonce, &self.aad, InOutBuf::from(&mut *ct), tag)
+                    .is_ok()
+                {
+                    ct.zeroize();
+                    return Diagnosis::Displaced { actual: candidate };
+                }
+            }
+        }
+        if row == 0 {
+            Diagnosis::WrongKeyOrCustomer
+        } else {
+            Diagnosis::Unknown
+        }
+    }
+}
+
+/// The key id is borrowed from the line when the line needed no unescaping; otherwise (rare) it is
+/// reported as empty rather than copied, since it is informational only.
+fn trim_key_id<'l>(key_id: &[u8], fields: &Fields<'_>, line: &'l [u8]) -> &'l [u8] {
+    match fields.value {
+        Cow::Borrowed(_) => {
+            // key_id points into `line`: recover the same bytes with `line`'s lifetime.
+            let offset = key_id.as_ptr() as usize - line.as_ptr() as usize;
+            &line[offset..offset + key_id.len()]
+        }
+        Cow::Owned(_) => b"",
+    }
+}
+
+/// Append `n` in decimal.
+pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Check that `out[start..]` is one UTF-8 JSON document, and compact it onto one line if it spans
+/// several (SPEC section 3). A single-line plaintext is left byte-for-byte as it is.
+fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
+    let plaintext = &out[start..];
+    if let Err(e) = std::str::from_utf8(plaintext) {
+        return Err(RowError::Plaintext(format!("invalid UTF-8 at byte {}", e.valid_up_to())));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(plaintext) {
+        return Err(RowError::Plaintext(e.to_string()));
+    }
+    if memchr::memchr2(b'\n', b'\r', plaintext).is_some() {
+        let mut kept = start;
+        let mut in_string = false;
+        let mut escaped = false;
+        for i in start..out.len() {
+            let b = out[i];
+            let keep = if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                true
+            } else {
+                if b == b'"' {
+                    in_string = true;
+                }
+                !matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+            };
+            if keep {
+                out[kept] = b;
+                kept += 1;
+            }
+        }
+        out[kept..].zeroize();
+        out.truncate(kept);
+    }
+    Ok(())
+}
+
+/// Seal one plaintext as a vendor-format line body (`key_id:iv:blob`, no JSON around it) into
+/// `out`. The nonce MUST be unique for every row sealed under one key.
+pub fn seal_value(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    key_id: &str,
+    plaintext: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    use base64::engine::general_purpose::STANDARD;
+    scratch.clear();
+    scratch.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(*nonce), aad, InOutBuf::from(&mut scratch[..]))
+        .expect("plaintext and AAD are within AES-GCM's limits");
+    scratch.extend_from_slice(&tag);
+    out.extend_from_slice(key_id.as_bytes());
+    out.push(b':');
+    let mut enc = String::new();
+    STANDARD.encode_string(nonce, &mut enc);
+    out.extend_from_slice(enc.as_bytes());
+    out.push(b':');
+    enc.clear();
+    STANDARD.encode_string(&scratch[..], &mut enc);
+    out.extend_from_slice(enc.as_bytes());
+    scratch.zeroize();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes_gcm::KeyInit;
+
+    fn opener(cid: &str) -> RowOpener {
+        RowOpener::new(Aes256Gcm::new(&[9u8; 32].into()), cid)
+    }
+
+    fn line_for(cid: &str, row: u64, key_id: &str, plaintext: &[u8]) -> Vec<u8> {
+        let mut o = opener(cid);
+        let aad = o.aad_for(row).to_vec();
+        let mut value = Vec::new();
+        seal_value(&o.cipher, &aad, &[3u8; 12], key_id, plaintext, &mut Vec::new(), &mut value);
+        let mut line = b"{\"encrypted_data\":\"".to_vec();
+        line.extend_from_slice(&value);
+        line.extend_from_slice(b"\"}");
+        line
+    }
+
+    #[test]
+    fn aad_is_exactly_stream_customer_row() {
+        let mut o = opener("cust_123");
+        assert_eq!(o.aad_for(7), b"stream:cust_123:7");
+        assert_eq!(o.aad_for(0), b"stream:cust_123:0");
+        assert_eq!(o.aad_for(u64::MAX), b"stream:cust_123:18446744073709551615");
+        let mut o = opener("cüst:Ω");
+        assert_eq!(o.aad_for(10), "stream:cüst:Ω:10".as_bytes());
+    }
+
+    #[test]
+    fn split_is_from_the_right() {
+        let f = parse_line(br#"{"encrypted_data":"a:b:c:IV:BLOB"}"#).unwrap();
+        assert_eq!(f.split().unwrap(), (&b"a:b:c"[..], &b"IV"[..], &b"BLOB"[..]));
+        let f = parse_line(br#"{"encrypted_data":"IV:BLOB"}"#).unwrap();
+        assert!(f.split().is_err());
+    }
+
+    #[test]
+    fn slow_path_accepts_whitespace_escapes_and_other_fields() {
+        let f = parse_line(br#" { "note": 1, "encrypted_data" : "k\u003ai:v:b" } "#).unwrap();
+        assert_eq!(f.split().unwrap(), (&b"k:i"[..], &b"v"[..], &b"b"[..]));
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let m = |l: &[u8]| match parse_line(l) {
+            Err(RowError::Malformed(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(m(b"{\"other\":1}"), "no \"encrypted_data\" field");
+        assert_eq!(m(b"{\"encrypted_data\":5}"), "\"encrypted_data\" is not a string");
+        assert!(m(b"not json").starts_with("not valid JSON"));
+        assert!(m(b"[1,2]").starts_with("not a JSON object"));
+        assert_eq!(
+            m(br#"{"encrypted_data":"a","encrypted_data":"b"}"#),
+            "\"encrypted_data\" appears more than once"
+        );
+    }
+
+    #[test]
+    fn round_trip_and_crlf() {
+        let mut line = line_for("c", 4, "kid:x", br#"{"a":1}"#);
+        let mut o = opener("c");
+        let mut out = b"prev".to_vec();
+        let opened = o.open_into(4, &line, &mut out).unwrap();
+        assert_eq!(opened.key_id, b"kid:x");
+        assert_eq!(out, br#"prev{"a":1}"#);
+        line.push(b'\r');
+        let mut out = Vec::new();
+        o.open_into(4, &line, &mut out).unwrap();
+        assert_eq!(out, br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn wrong_row_fails_and_releases_nothing() {
+        let line = line_for("c", 5, "k", br#"{"secret":"x"}"#);
+        let mut o = opener("c");
+        let mut out = b"keep".to_vec();
+        let err = o.open_into(3, &line, &mut out).unwrap_err();
+        assert_eq!(err, RowError::Auth(Diagnosis::Displaced { actual: 5 }));
+        assert_eq!(out, b"keep");
+    }
+
+    #[test]
+    fn row_zero_with_wrong_customer_is_diagnosed() {
+        let line = line_for("right", 0, "k", b"{}");
+        let mut o = opener("wrong");
+        let err = o.open_into(0, &line, &mut Vec::new()).unwrap_err();
+        assert_eq!(err, RowError::Auth(Diagnosis::WrongKeyOrCustomer));
+    }
+
+    #[test]
+    fn multi_line_plaintext_is_compacted_strings_kept() {
+        let pt = b"{\n  \"a b\": \"x\\\" \\n y\",\r\n  \"n\": [1, 2]\n}\n";
+        let line = line_for("c", 0, "k", pt);
+        let mut out = Vec::new();
+        opener("c").open_into(0, &line, &mut out).unwrap();
+        assert_eq!(out, br#"{"a b":"x\" \n y","n":[1,2]}"#);
+    }
+
+    #[test]
+    fn single_line_plaintext_is_untouched() {
+        let line = line_for("c", 0, "k", br#"{ "a" : 1 }"#);
+        let mut out = Vec::new();
+        opener("c").open_into(0, &line, &mut out).unwrap();
+        assert_eq!(out, br#"{ "a" : 1 }"#);
+    }
+
+    #[test]
+    fn authentic_non_json_is_a_plaintext_error() {
+        let line = line_for("c", 0, "k", b"hello");
+        let mut out = Vec::new();
+        let err = opener("c").open_into(0, &line, &mut out).unwrap_err();
+        assert!(matches!(err, RowError::Plaintext(_)), "{err:?}");
+        assert!(out.is_empty());
+        let line = line_for("c", 0, "k", b"\"\xff\"");
+        let err = opener("c").open_into(0, &line, &mut out).unwrap_err();
+        assert_eq!(err, RowError::Plaintext("invalid UTF-8 at byte 1".into()));
+    }
+
+    #[test]
+    fn bad_nonce_and_short_blob() {
+        let mut o = opener("c");
+        let e = o.open_into(0, br#"{"encrypted_data":"k:AAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAA=="}"#, &mut Vec::new());
+        assert_eq!(
+            e.unwrap_err(),
+            RowError::Malformed("iv decodes to 8 bytes; AES-GCM here needs a 12-byte nonce".into())
+        );
+        let e = o.open_into(0, br#"{"encrypted_data":"k:AAAAAAAAAAAAAAAA:AAAA"}"#, &mut Vec::new());
+        assert_eq!(
+            e.unwrap_err(),
+            RowError::Malformed("blob decodes to 3 bytes, shorter than the 16-byte tag".into())
+        );
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 9, 10, 12345, u64::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().as_bytes());
+        }
+    }
+}
