@@ -205,7 +205,12 @@ pub struct WebhookVerifyArgs {
     pub secret_file: Vec<PathBuf>,
 
     /// Largest accepted distance, in seconds, between the body's `timestamp` and now.
-    #[arg(long, value_name = "SECS", default_value_t = 300, conflicts_with = "no_timestamp_check")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        conflicts_with = "no_timestamp_check"
+    )]
     pub tolerance: u64,
 
     /// Skip the timestamp check (for replaying a saved payload); the signature is still checked.

@@ -106,8 +106,8 @@ pub fn read_ndjson<T>(
     let mut head = [0u8; 64];
     if input.as_os_str() == "-" {
         let mut stdin = io::stdin().lock();
-        let n = read_head(&mut stdin, &mut head)
-            .map_err(|e| Error::io("reading standard input", e))?;
+        let n =
+            read_head(&mut stdin, &mut head).map_err(|e| Error::io("reading standard input", e))?;
         let kind = Kind::detect(&head[..n]);
         match kind {
             Kind::Zip => {
@@ -116,41 +116,73 @@ pub fn read_ndjson<T>(
                 let mut all = io::Cursor::new(&head[..n]).chain(stdin);
                 io::copy(&mut all, &mut spool)
                     .map_err(|e| Error::io("spooling the ZIP from standard input", e))?;
-                spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewinding the spool", e))?;
+                spool
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io("rewinding the spool", e))?;
                 read_zip(spool, &name, member, count, f)
             }
             Kind::Gzip => {
-                let reader = Counting { inner: io::Cursor::new(&head[..n]).chain(stdin), count };
-                let opened = Opened { kind, member: None, total: None };
+                let reader = Counting {
+                    inner: io::Cursor::new(&head[..n]).chain(stdin),
+                    count,
+                };
+                let opened = Opened {
+                    kind,
+                    member: None,
+                    total: None,
+                };
                 f(&mut flate2::read::MultiGzDecoder::new(reader), &opened)
             }
             Kind::Plain => {
                 check_plain(&name, &head[..n])?;
-                let opened = Opened { kind, member: None, total: None };
-                let mut reader =
-                    Counting { inner: io::Cursor::new(&head[..n]).chain(stdin), count };
+                let opened = Opened {
+                    kind,
+                    member: None,
+                    total: None,
+                };
+                let mut reader = Counting {
+                    inner: io::Cursor::new(&head[..n]).chain(stdin),
+                    count,
+                };
                 f(&mut reader, &opened)
             }
         }
     } else {
-        let mut file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
-        let meta = file.metadata().map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+        let mut file =
+            File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
         if meta.is_dir() {
-            return Err(Error::container(&name, "is a directory, not an export file"));
+            return Err(Error::container(
+                &name,
+                "is a directory, not an export file",
+            ));
         }
-        let n = read_head(&mut file, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let n =
+            read_head(&mut file, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
         let kind = Kind::detect(&head[..n]);
         match kind {
             Kind::Zip => read_zip(file, &name, member, count, f),
             Kind::Gzip => {
-                let opened = Opened { kind, member: None, total: Some(meta.len()) };
-                let reader = io::BufReader::with_capacity(256 * 1024, Counting { inner: file, count });
+                let opened = Opened {
+                    kind,
+                    member: None,
+                    total: Some(meta.len()),
+                };
+                let reader =
+                    io::BufReader::with_capacity(256 * 1024, Counting { inner: file, count });
                 f(&mut flate2::bufread::MultiGzDecoder::new(reader), &opened)
             }
             Kind::Plain => {
                 check_plain(&name, &head[..n])?;
-                let opened = Opened { kind, member: None, total: Some(meta.len()) };
+                let opened = Opened {
+                    kind,
+                    member: None,
+                    total: Some(meta.len()),
+                };
                 f(&mut Counting { inner: file, count }, &opened)
             }
         }
@@ -202,29 +234,54 @@ fn read_zip<T>(
     let mut entry = archive
         .by_index(index)
         .map_err(|e| Error::container(name, format!("cannot read the ZIP member ({e})")))?;
-    let member_name = names.iter().find(|(i, _)| *i == index).map(|(_, n)| n.clone());
-    let opened = Opened { kind: Kind::Zip, member: member_name, total: Some(entry.size()) };
-    let mut reader = Counting { inner: &mut entry, count };
+    let member_name = names
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map(|(_, n)| n.clone());
+    let opened = Opened {
+        kind: Kind::Zip,
+        member: member_name,
+        total: Some(entry.size()),
+    };
+    let mut reader = Counting {
+        inner: &mut entry,
+        count,
+    };
     f(&mut reader, &opened)
 }
 
 /// Apply SPEC's member rules to the (index, name) list of non-directory entries.
 fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -> Result<usize> {
-    let listing = || names.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let listing = || {
+        names
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(wanted) = wanted {
-        return names.iter().find(|(_, n)| n == wanted).map(|(i, _)| *i).ok_or_else(|| {
-            Error::container(
-                input,
-                format!("the ZIP has no member named {wanted:?}; its members are: {}", listing()),
-            )
-        });
+        return names
+            .iter()
+            .find(|(_, n)| n == wanted)
+            .map(|(i, _)| *i)
+            .ok_or_else(|| {
+                Error::container(
+                    input,
+                    format!(
+                        "the ZIP has no member named {wanted:?}; its members are: {}",
+                        listing()
+                    ),
+                )
+            });
     }
     match names {
         [] => Err(Error::container(input, "the ZIP archive holds no files")),
         [(i, _)] => Ok(*i),
         _ => {
-            let candidates: Vec<&(usize, String)> =
-                names.iter().filter(|(_, n)| n.ends_with(".ndjson")).collect();
+            let candidates: Vec<&(usize, String)> = names
+                .iter()
+                .filter(|(_, n)| n.ends_with(".ndjson"))
+                .collect();
             match candidates.as_slice() {
                 [(i, _)] => Ok(*i),
                 [] => Err(Error::container(
@@ -285,16 +342,28 @@ mod tests {
     }
 
     fn names(list: &[&str]) -> Vec<(usize, String)> {
-        list.iter().enumerate().map(|(i, n)| (i, n.to_string())).collect()
+        list.iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect()
     }
 
     #[test]
     fn member_rules() {
         assert_eq!(choose_member("z", &names(&["data.txt"]), None).unwrap(), 0);
-        assert_eq!(choose_member("z", &names(&["README.txt", "a.ndjson"]), None).unwrap(), 1);
+        assert_eq!(
+            choose_member("z", &names(&["README.txt", "a.ndjson"]), None).unwrap(),
+            1
+        );
         let e = choose_member("z", &names(&["a.ndjson", "b.ndjson"]), None).unwrap_err();
-        assert_eq!(e.to_string(), "z: the ZIP holds several candidate members: a.ndjson, b.ndjson");
-        assert_eq!(choose_member("z", &names(&["a.ndjson", "b.ndjson"]), Some("b.ndjson")).unwrap(), 1);
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP holds several candidate members: a.ndjson, b.ndjson"
+        );
+        assert_eq!(
+            choose_member("z", &names(&["a.ndjson", "b.ndjson"]), Some("b.ndjson")).unwrap(),
+            1
+        );
         assert!(choose_member("z", &names(&["a.txt", "b.txt"]), None).is_err());
         assert!(choose_member("z", &names(&[]), None).is_err());
         assert!(choose_member("z", &names(&["a.ndjson"]), Some("c")).is_err());

@@ -146,19 +146,29 @@ pub enum Error {
 impl Error {
     /// Wrap an I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     /// A container error for `input`.
     pub fn container(input: &str, detail: impl Into<String>) -> Error {
-        Error::Container { input: input.to_owned(), detail: detail.into() }
+        Error::Container {
+            input: input.to_owned(),
+            detail: detail.into(),
+        }
     }
 
     /// The exit status this error maps to.
     pub fn exit(&self) -> Exit {
         match self {
             Error::Usage(_) => Exit::Usage,
-            Error::Row { kind: RowError::Auth(_), .. } | Error::RowCount { .. } => Exit::Auth,
+            Error::Row {
+                kind: RowError::Auth(_),
+                ..
+            }
+            | Error::RowCount { .. } => Exit::Auth,
             Error::RowsSkipped { exit, .. }
             | Error::Webhook { exit, .. }
             | Error::Inputs { exit, .. }
@@ -225,14 +235,16 @@ impl Error {
                     Some("raise --max-line-bytes if the export really has rows this large".into())
                 }
             },
-            Error::RowCount { expected, found, .. } if found < expected => Some(format!(
+            Error::RowCount {
+                expected, found, ..
+            } if found < expected => Some(format!(
                 "{} row(s) are missing from the end: the download was probably cut short; \
                  download it again",
                 expected - found
             )),
-            Error::RowCount { .. } => {
-                Some("the export holds more rows than expected: check the row count's source".into())
-            }
+            Error::RowCount { .. } => Some(
+                "the export holds more rows than expected: check the row count's source".into(),
+            ),
             Error::Webhook { hint, .. } => hint.clone(),
             _ => None,
         }
@@ -263,18 +275,29 @@ impl fmt::Display for Error {
                     }
                 }
             }
-            Error::RowCount { input, expected, found } => {
+            Error::RowCount {
+                input,
+                expected,
+                found,
+            } => {
                 write!(f, "{input}: expected {expected} rows, found {found}")
             }
             Error::RowsSkipped { input, skipped, .. } => {
-                write!(f, "{input}: {skipped} row(s) were skipped; the output is incomplete")
+                write!(
+                    f,
+                    "{input}: {skipped} row(s) were skipped; the output is incomplete"
+                )
             }
             Error::Webhook { message, .. } => f.write_str(message),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
             Error::Interrupted(exit) => write!(
                 f,
                 "interrupted by {}; no output file was left behind",
-                if *exit == Exit::Terminated { "SIGTERM" } else { "SIGINT" }
+                if *exit == Exit::Terminated {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                }
             ),
         }
     }
@@ -321,8 +344,11 @@ mod tests {
             row: 7,
             kind: RowError::Auth(Diagnosis::Unknown),
         };
-        let parse =
-            Error::Row { input: "e.zip".into(), row: 7, kind: RowError::Malformed("x".into()) };
+        let parse = Error::Row {
+            input: "e.zip".into(),
+            row: 7,
+            kind: RowError::Malformed("x".into()),
+        };
         assert_eq!(auth.exit().code(), 3);
         assert_eq!(parse.exit().code(), 1);
         assert_eq!(auth.to_string(), "e.zip: row 7: authentication failed");

@@ -61,8 +61,11 @@ impl Key {
     /// Draw a fresh key from the operating system's generator.
     pub fn generate() -> Result<Key> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut())
-            .map_err(|e| Error::Key(format!("the operating system's random generator failed: {e}")))?;
+        getrandom::fill(bytes.as_mut()).map_err(|e| {
+            Error::Key(format!(
+                "the operating system's random generator failed: {e}"
+            ))
+        })?;
         Ok(Key(bytes))
     }
 
@@ -71,7 +74,9 @@ impl Key {
     pub fn from_base64(text: &[u8], source: &KeySource) -> Result<Key> {
         let trimmed = text.trim_ascii();
         if trimmed.is_empty() {
-            return Err(Error::Key(format!("{source} is empty: expected a base64 key")));
+            return Err(Error::Key(format!(
+                "{source} is empty: expected a base64 key"
+            )));
         }
         let engine = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
@@ -79,9 +84,9 @@ impl Key {
                 .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
         );
         let mut decoded = Zeroizing::new(Vec::with_capacity(trimmed.len()));
-        engine.decode_vec(trimmed, &mut decoded).map_err(|_| {
-            Error::Key(format!("{source} is not valid base64 (standard alphabet)"))
-        })?;
+        engine
+            .decode_vec(trimmed, &mut decoded)
+            .map_err(|_| Error::Key(format!("{source} is not valid base64 (standard alphabet)")))?;
         let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
             Error::Key(format!(
                 "{source} decodes to {} bytes, but an AES-256 key needs exactly 32 bytes",
@@ -94,9 +99,11 @@ impl Key {
     /// Load the key per SPEC: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`.
     /// A missing key is a usage error. Warns on stderr when a key file is readable by others.
     pub fn load(key_file: Option<&Path>) -> Result<Key> {
-        let file = key_file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(ENV_KEY_FILE).filter(|v| !v.is_empty()).map(PathBuf::from));
+        let file = key_file.map(Path::to_path_buf).or_else(|| {
+            std::env::var_os(ENV_KEY_FILE)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         if let Some(path) = file {
             let source = KeySource::File(path.clone());
             let text = read_secret_file(&path, "key file")?;
@@ -146,7 +153,9 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let shown = path.display();
     let mut file =
         fs::File::open(path).map_err(|e| Error::io(format!("cannot open {what} {shown}"), e))?;
-    let meta = file.metadata().map_err(|e| Error::io(format!("cannot read {what} {shown}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot read {what} {shown}"), e))?;
     if meta.is_dir() {
         return Err(Error::Key(format!("{what} {shown} is a directory")));
     }
@@ -158,7 +167,11 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     }
     warn_if_shared(path, &meta, what);
     let mut text = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    if let Err(e) = file.by_ref().take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut text) {
+    if let Err(e) = file
+        .by_ref()
+        .take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut text)
+    {
         text.zeroize();
         return Err(Error::io(format!("cannot read {what} {shown}"), e));
     }
@@ -210,7 +223,10 @@ mod tests {
     #[test]
     fn not_base64_is_a_key_error() {
         let e = Key::from_base64(b"not base64 at all!", &SRC).unwrap_err();
-        assert_eq!(e.to_string(), "CIPHERSTREAM_KEY is not valid base64 (standard alphabet)");
+        assert_eq!(
+            e.to_string(),
+            "CIPHERSTREAM_KEY is not valid base64 (standard alphabet)"
+        );
     }
 
     #[test]
@@ -232,6 +248,9 @@ mod tests {
         let k = Key::from_bytes([7; 32]);
         let line = k.to_base64_line();
         assert!(line.ends_with('\n'));
-        assert_eq!(Key::from_base64(line.as_bytes(), &SRC).unwrap().bytes(), &[7; 32]);
+        assert_eq!(
+            Key::from_base64(line.as_bytes(), &SRC).unwrap().bytes(),
+            &[7; 32]
+        );
     }
 }

@@ -38,7 +38,11 @@ pub fn run(cli: Cli) -> Exit {
         // `| head` closed standard output: stop quietly (SPEC section 3).
         Err(e) if e.is_broken_pipe() => Exit::Success,
         // Each failed input was already reported; summarise only when there were several.
-        Err(Error::Inputs { failed, total, exit }) => {
+        Err(Error::Inputs {
+            failed,
+            total,
+            exit,
+        }) => {
             if total > 1 {
                 eprintln!("error: {failed} of {total} inputs failed");
             }

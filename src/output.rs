@@ -29,7 +29,11 @@ pub fn install_signal_cleanup() {
                 for path in temps.iter() {
                     let _ = fs::remove_file(path);
                 }
-                let exit = if signal == SIGTERM { Exit::Terminated } else { Exit::Interrupted };
+                let exit = if signal == SIGTERM {
+                    Exit::Terminated
+                } else {
+                    Exit::Interrupted
+                };
                 eprintln!("error: {}", Error::Interrupted(exit));
                 // Exit while still holding the lock, so no rename can slip in after the cleanup.
                 std::process::exit(exit.code().into());
@@ -62,10 +66,15 @@ impl AtomicFile {
             .permissions(mode_0600())
             .tempfile_in(&dir)
             .map_err(|e| {
-                Error::io(format!("cannot create a temporary file in {}", dir.display()), e)
+                Error::io(
+                    format!("cannot create a temporary file in {}", dir.display()),
+                    e,
+                )
             })?;
         // Keep the path ourselves: the signal handler removes it, and commit renames it.
-        let (file, temp) = named.keep().map_err(|e| Error::io("keeping the temporary file", e.error))?;
+        let (file, temp) = named
+            .keep()
+            .map_err(|e| Error::io("keeping the temporary file", e.error))?;
         temps.push(temp.clone());
         Ok(AtomicFile {
             writer: Some(BufWriter::with_capacity(256 * 1024, file)),
@@ -85,7 +94,8 @@ impl AtomicFile {
         let file = writer
             .into_inner()
             .map_err(|e| Error::io(format!("writing {}", self.dest.display()), e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(format!("writing {}", self.dest.display()), e))?;
+        file.sync_all()
+            .map_err(|e| Error::io(format!("writing {}", self.dest.display()), e))?;
         drop(file);
         let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
         fs::rename(&self.temp, &self.dest)
@@ -107,7 +117,10 @@ impl Write for AtomicFile {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.writer.as_mut().expect("not yet committed").write_all(buf)
+        self.writer
+            .as_mut()
+            .expect("not yet committed")
+            .write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -135,7 +148,9 @@ fn mode_0600() -> fs::Permissions {
 
 #[cfg(not(unix))]
 fn mode_0600() -> fs::Permissions {
-    fs::metadata(".").map(|m| m.permissions()).expect("current directory")
+    fs::metadata(".")
+        .map(|m| m.permissions())
+        .expect("current directory")
 }
 
 /// True if `a` and `b` name the same existing file (so an output would overwrite its input).
@@ -180,7 +195,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
 }

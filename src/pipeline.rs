@@ -79,7 +79,10 @@ struct Chunk {
 enum Work {
     Chunk(Chunk),
     /// The reader is done: the row count, or why it stopped.
-    End { seq: u64, result: Result<u64> },
+    End {
+        seq: u64,
+        result: Result<u64>,
+    },
 }
 
 /// A worker's result for one chunk.
@@ -129,15 +132,13 @@ pub fn run(
             .name("reader".into())
             .spawn(move || {
                 let mut seq = 0u64;
-                let result = container::read_ndjson(
-                    &input,
-                    opts.member.as_deref(),
-                    count,
-                    |r, opened| {
+                let result =
+                    container::read_ndjson(&input, opts.member.as_deref(), count, |r, opened| {
                         let _ = opened_tx.send(opened.clone());
-                        split(r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq)
-                    },
-                );
+                        split(
+                            r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq,
+                        )
+                    });
                 let _ = work_tx.send(Work::End { seq, result });
             })
             .map_err(|e| Error::io("starting the reader thread", e))?
@@ -235,6 +236,9 @@ fn split(
         let mut filled = carry.len();
         carry.clear();
         let mut eof = false;
+        // A read error (corrupt or truncated compressed data) is reported after the complete
+        // lines before it, exactly as if the input ended there without a final newline.
+        let mut failed = None;
         // Fill until full (or end of input); grow only while the buffer holds no line end.
         loop {
             while filled < buf.len() {
@@ -245,10 +249,13 @@ fn split(
                     }
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(container::read_error(name, opened, e)),
+                    Err(e) => {
+                        failed = Some(container::read_error(name, opened, e));
+                        break;
+                    }
                 }
             }
-            if eof || memchr::memrchr(b'\n', &buf[..filled]).is_some() {
+            if eof || failed.is_some() || memchr::memrchr(b'\n', &buf[..filled]).is_some() {
                 break;
             }
             if filled as u64 > max_line {
@@ -258,7 +265,9 @@ fn split(
                     kind: RowError::TooLong { limit: max_line },
                 });
             }
-            let grown = (buf.len() * 2).min(max_line as usize + 2).max(buf.len() + 1);
+            let grown = (buf.len() * 2)
+                .min(max_line as usize + 2)
+                .max(buf.len() + 1);
             buf.resize(grown, 0);
         }
         let mut begin = 0;
@@ -304,7 +313,12 @@ fn split(
         }
         let _ = stopped;
         carry.extend_from_slice(&buf[cut..filled]);
-        let chunk = Chunk { seq: *seq, first_row, data: buf, lines };
+        let chunk = Chunk {
+            seq: *seq,
+            first_row,
+            data: buf,
+            lines,
+        };
         *seq += 1;
         if work.send(Work::Chunk(chunk)).is_err() {
             return Ok(row);
@@ -315,6 +329,9 @@ fn split(
                 row: bad,
                 kind: RowError::TooLong { limit: max_line },
             });
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if eof {
             return Ok(row);
@@ -359,7 +376,16 @@ fn open_chunk(opener: &mut RowOpener, chunk: &Chunk, decrypting: bool, skip: boo
             }
         }
     }
-    Done { seq: chunk.seq, out, released, key_ids, nonces, skipped, error, end: None }
+    Done {
+        seq: chunk.seq,
+        out,
+        released,
+        key_ids,
+        nonces,
+        skipped,
+        error,
+        end: None,
+    }
 }
 
 /// Release chunk results strictly in sequence order.
@@ -395,7 +421,8 @@ fn release_in_order(
                 return Ok(summary);
             }
             if let Some(sink) = sink.as_mut() {
-                sink.write_all(&done.out).map_err(|e| Error::io("writing the output", e))?;
+                sink.write_all(&done.out)
+                    .map_err(|e| Error::io("writing the output", e))?;
             }
             done.out.zeroize();
             summary.released += done.released;
@@ -413,15 +440,26 @@ fn release_in_order(
                 }
             }
             for (row, kind) in done.skipped {
-                let e = Error::Row { input: name.to_owned(), row, kind: kind.clone() };
+                let e = Error::Row {
+                    input: name.to_owned(),
+                    row,
+                    kind: kind.clone(),
+                };
                 progress.suspend(|| eprintln!("skipped: {e}"));
                 summary.skipped.push((row, kind));
             }
             progress.advance(summary.released);
             if let Some((row, kind)) = done.error {
-                return Err(Error::Row { input: name.to_owned(), row, kind });
+                return Err(Error::Row {
+                    input: name.to_owned(),
+                    row,
+                    kind,
+                });
             }
         }
     }
-    Err(Error::io("processing", io::Error::other("a worker thread stopped unexpectedly")))
+    Err(Error::io(
+        "processing",
+        io::Error::other("a worker thread stopped unexpectedly"),
+    ))
 }

@@ -27,7 +27,11 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Progress { bar, bytes: Mutex::new(None), started: Instant::now() }
+        Progress {
+            bar,
+            bytes: Mutex::new(None),
+            started: Instant::now(),
+        }
     }
 
     /// A progress that shows nothing.

@@ -59,6 +59,9 @@ pub fn b64_engine() -> B64 {
     }
 }
 
+/// `(key_id, iv_b64, blob_b64)`, borrowed from a line's `encrypted_data` value.
+pub type Parts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// The parts of one line, borrowed from it where possible.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fields<'a> {
@@ -68,7 +71,7 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Split into `(key_id, iv_b64, blob_b64)`, from the right.
-    pub fn split(&self) -> Result<(&[u8], &[u8], &[u8]), RowError> {
+    pub fn split(&self) -> Result<Parts<'_>, RowError> {
         let v: &[u8] = &self.value;
         let last = memchr::memrchr(b':', v);
         let prev = last.and_then(|i| memchr::memrchr(b':', &v[..i]));
@@ -98,23 +101,30 @@ const FAST_SUFFIX: &[u8] = b"\"}";
 /// string `encrypted_data` field.
 pub fn parse_line(line: &[u8]) -> Result<Fields<'_>, RowError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if let Some(inner) =
-        line.strip_prefix(FAST_PREFIX).and_then(|rest| rest.strip_suffix(FAST_SUFFIX))
+    if let Some(inner) = line
+        .strip_prefix(FAST_PREFIX)
+        .and_then(|rest| rest.strip_suffix(FAST_SUFFIX))
     {
         // A value without quotes, backslashes or control bytes is its own JSON string text, as
         // long as it is UTF-8 (checked below on the key id; the base64 parts are checked by their
         // decoder, which accepts only ASCII).
         if !inner.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return Ok(Fields { value: Cow::Borrowed(inner) });
+            return Ok(Fields {
+                value: Cow::Borrowed(inner),
+            });
         }
     }
     match serde_json::from_slice::<Line<'_>>(line) {
-        Ok(Line { encrypted_data: Cow::Borrowed(s) }) => {
-            Ok(Fields { value: Cow::Borrowed(s.as_bytes()) })
-        }
-        Ok(Line { encrypted_data: Cow::Owned(s) }) => {
-            Ok(Fields { value: Cow::Owned(s.into_bytes()) })
-        }
+        Ok(Line {
+            encrypted_data: Cow::Borrowed(s),
+        }) => Ok(Fields {
+            value: Cow::Borrowed(s.as_bytes()),
+        }),
+        Ok(Line {
+            encrypted_data: Cow::Owned(s),
+        }) => Ok(Fields {
+            value: Cow::Owned(s.into_bytes()),
+        }),
         Err(e) => Err(RowError::Malformed(json_problem(line, &e))),
     }
 }
@@ -127,7 +137,8 @@ fn json_problem(line: &[u8], e: &serde_json::Error) -> String {
             let text = e.to_string();
             if text.starts_with("missing field") {
                 "no \"encrypted_data\" field".into()
-            } else if text.starts_with("invalid type") && line.trim_ascii_start().starts_with(b"{") {
+            } else if text.starts_with("invalid type") && line.trim_ascii_start().starts_with(b"{")
+            {
                 "\"encrypted_data\" is not a string".into()
             } else if text.starts_with("duplicate field") {
                 "\"encrypted_data\" appears more than once".into()
@@ -167,7 +178,12 @@ impl RowOpener {
     /// An opener for rows encrypted with `cipher` for `customer_id`.
     pub fn new(cipher: Aes256Gcm, customer_id: &str) -> RowOpener {
         let aad = format!("stream:{customer_id}:").into_bytes();
-        RowOpener { cipher, b64: b64_engine(), aad_prefix_len: aad.len(), aad }
+        RowOpener {
+            cipher,
+            b64: b64_engine(),
+            aad_prefix_len: aad.len(),
+            aad,
+        }
     }
 
     /// Set `self.aad` to the AAD of `row`.
@@ -253,7 +269,10 @@ impl RowOpener {
             return Err(RowError::Auth(diagnosis));
         }
         check_and_compact(out, start)?;
-        Ok(Opened { key_id: trim_key_id(key_id, &fields, line), nonce })
+        Ok(Opened {
+            key_id: trim_key_id(key_id, &fields, line),
+            nonce,
+        })
     }
 
     /// Try the failing ciphertext under nearby row indices to tell a wrong key from moved lines.
@@ -328,7 +347,10 @@ pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
 fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
     let plaintext = &out[start..];
     if let Err(e) = std::str::from_utf8(plaintext) {
-        return Err(RowError::Plaintext(format!("invalid UTF-8 at byte {}", e.valid_up_to())));
+        return Err(RowError::Plaintext(format!(
+            "invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
     }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(plaintext) {
         return Err(RowError::Plaintext(e.to_string()));
@@ -380,7 +402,11 @@ pub fn seal_value(
     scratch.clear();
     scratch.extend_from_slice(plaintext);
     let tag = cipher
-        .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(*nonce), aad, InOutBuf::from(&mut scratch[..]))
+        .encrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(*nonce),
+            aad,
+            InOutBuf::from(&mut scratch[..]),
+        )
         .expect("plaintext and AAD are within AES-GCM's limits");
     scratch.extend_from_slice(&tag);
     out.extend_from_slice(key_id.as_bytes());
@@ -408,7 +434,15 @@ mod tests {
         let mut o = opener(cid);
         let aad = o.aad_for(row).to_vec();
         let mut value = Vec::new();
-        seal_value(&o.cipher, &aad, &[3u8; 12], key_id, plaintext, &mut Vec::new(), &mut value);
+        seal_value(
+            &o.cipher,
+            &aad,
+            &[3u8; 12],
+            key_id,
+            plaintext,
+            &mut Vec::new(),
+            &mut value,
+        );
         let mut line = b"{\"encrypted_data\":\"".to_vec();
         line.extend_from_slice(&value);
         line.extend_from_slice(b"\"}");
@@ -428,7 +462,10 @@ mod tests {
     #[test]
     fn split_is_from_the_right() {
         let f = parse_line(br#"{"encrypted_data":"a:b:c:IV:BLOB"}"#).unwrap();
-        assert_eq!(f.split().unwrap(), (&b"a:b:c"[..], &b"IV"[..], &b"BLOB"[..]));
+        assert_eq!(
+            f.split().unwrap(),
+            (&b"a:b:c"[..], &b"IV"[..], &b"BLOB"[..])
+        );
         let f = parse_line(br#"{"encrypted_data":"IV:BLOB"}"#).unwrap();
         assert!(f.split().is_err());
     }
@@ -446,7 +483,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(m(b"{\"other\":1}"), "no \"encrypted_data\" field");
-        assert_eq!(m(b"{\"encrypted_data\":5}"), "\"encrypted_data\" is not a string");
+        assert_eq!(
+            m(b"{\"encrypted_data\":5}"),
+            "\"encrypted_data\" is not a string"
+        );
         assert!(m(b"not json").starts_with("not valid JSON"));
         assert!(m(b"[1,2]").starts_with("not a JSON object"));
         assert_eq!(
@@ -519,12 +559,20 @@ mod tests {
     #[test]
     fn bad_nonce_and_short_blob() {
         let mut o = opener("c");
-        let e = o.open_into(0, br#"{"encrypted_data":"k:AAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAA=="}"#, &mut Vec::new());
+        let e = o.open_into(
+            0,
+            br#"{"encrypted_data":"k:AAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAA=="}"#,
+            &mut Vec::new(),
+        );
         assert_eq!(
             e.unwrap_err(),
             RowError::Malformed("iv decodes to 8 bytes; AES-GCM here needs a 12-byte nonce".into())
         );
-        let e = o.open_into(0, br#"{"encrypted_data":"k:AAAAAAAAAAAAAAAA:AAAA"}"#, &mut Vec::new());
+        let e = o.open_into(
+            0,
+            br#"{"encrypted_data":"k:AAAAAAAAAAAAAAAA:AAAA"}"#,
+            &mut Vec::new(),
+        );
         assert_eq!(
             e.unwrap_err(),
             RowError::Malformed("blob decodes to 3 bytes, shorter than the 16-byte tag".into())

@@ -22,7 +22,8 @@ pub fn man() -> Result<()> {
         .render(&mut out)
         .map_err(|e| Error::io("rendering the man page", e))?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        let name: &'static str = Box::leak(format!("cipherstream-{}", sub.get_name()).into_boxed_str());
+        let name: &'static str =
+            Box::leak(format!("cipherstream-{}", sub.get_name()).into_boxed_str());
         let sub = sub.clone().name(name);
         out.extend_from_slice(b"\n");
         clap_mangen::Man::new(sub)
@@ -35,5 +36,7 @@ pub fn man() -> Result<()> {
 fn write_stdout(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Error::io("writing standard output", e))
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing standard output", e))
 }

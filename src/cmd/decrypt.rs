@@ -30,9 +30,15 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
 
     if let Some(dir) = &args.output_dir {
         if !dir.is_dir() {
-            return Err(Error::Usage(format!("--output-dir {} is not a directory", dir.display())));
+            return Err(Error::Usage(format!(
+                "--output-dir {} is not a directory",
+                dir.display()
+            )));
         }
-        let dests = inputs.iter().map(|i| output_name(dir, i)).collect::<Result<Vec<_>>>()?;
+        let dests = inputs
+            .iter()
+            .map(|i| output_name(dir, i))
+            .collect::<Result<Vec<_>>>()?;
         let mut seen = HashSet::new();
         for (input, dest) in inputs.iter().zip(&dests) {
             if !seen.insert(dest) {
@@ -59,7 +65,11 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         }
         return match first_failure {
             None => Ok(()),
-            Some(exit) => Err(Error::Inputs { failed, total: inputs.len(), exit }),
+            Some(exit) => Err(Error::Inputs {
+                failed,
+                total: inputs.len(),
+                exit,
+            }),
         };
     }
 
@@ -68,7 +78,8 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     for input in inputs {
         reading.process(input, Some(&mut out as &mut dyn Write), "decrypted")?;
     }
-    out.flush().map_err(|e| Error::io("writing standard output", e))
+    out.flush()
+        .map_err(|e| Error::io("writing standard output", e))
 }
 
 /// Refuse to write plaintext over an input: that would destroy the encrypted export.

@@ -33,7 +33,9 @@ pub fn run(args: &KeygenArgs) -> Result<()> {
                     Error::io(format!("cannot create {}", path.display()), e)
                 }
             })?;
-            let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_all());
+            let written = file
+                .write_all(line.as_bytes())
+                .and_then(|()| file.sync_all());
             if let Err(e) = written {
                 drop(file);
                 let _ = std::fs::remove_file(path);

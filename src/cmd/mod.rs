@@ -26,7 +26,9 @@ pub fn customer_id(flag: Option<&str>) -> Result<String> {
     let id = match flag {
         Some(id) => id.to_owned(),
         None => std::env::var(ENV_CUSTOMER_ID).map_err(|_| {
-            Error::Usage(format!("no customer id given: use --customer-id ID or set {ENV_CUSTOMER_ID}"))
+            Error::Usage(format!(
+                "no customer id given: use --customer-id ID or set {ENV_CUSTOMER_ID}"
+            ))
         })?,
     };
     if id.is_empty() {
@@ -53,7 +55,9 @@ impl Reading {
     pub fn resolve(args: &ReadArgs, exact_nonces: bool, skip_bad_rows: bool) -> Result<Reading> {
         let customer = customer_id(args.customer_id.as_deref())?;
         if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
-            return Err(Error::Usage("standard input (-) can be read only once".into()));
+            return Err(Error::Usage(
+                "standard input (-) can be read only once".into(),
+            ));
         }
         let expect_rows = match (&args.expect_rows, &args.expect_rows_from) {
             (Some(n), _) => Some(*n),
@@ -67,7 +71,9 @@ impl Reading {
         }
         let key = Key::load(args.key_file.as_deref())?;
         let threads = args.threads.map(usize::from).unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         });
         Ok(Reading {
             opener: RowOpener::new(key.cipher(), &customer),
@@ -118,15 +124,25 @@ impl Reading {
         let skipped = summary.skipped.len() as u64;
         if skipped > 0 {
             progress.abandon();
-            let any_auth =
-                summary.skipped.iter().any(|(_, kind)| matches!(kind, RowError::Auth(_)));
+            let any_auth = summary
+                .skipped
+                .iter()
+                .any(|(_, kind)| matches!(kind, RowError::Auth(_)));
             let exit = if any_auth { Exit::Auth } else { Exit::Failure };
-            return Err(Error::RowsSkipped { input: name, skipped, exit });
+            return Err(Error::RowsSkipped {
+                input: name,
+                skipped,
+                exit,
+            });
         }
         if let Some(expected) = self.expect_rows {
             if expected != summary.rows {
                 progress.abandon();
-                return Err(Error::RowCount { input: name, expected, found: summary.rows });
+                return Err(Error::RowCount {
+                    input: name,
+                    expected,
+                    found: summary.rows,
+                });
             }
         }
         progress.finish(&format!("{name}: {verb} {} rows", summary.rows));
@@ -176,10 +192,22 @@ mod tests {
     #[test]
     fn output_names_drop_container_extensions() {
         let d = Path::new("out");
-        assert_eq!(output_name(d, Path::new("a/x.ndjson.gz")).unwrap(), Path::new("out/x.ndjson"));
-        assert_eq!(output_name(d, Path::new("x.ZIP")).unwrap(), Path::new("out/x.ndjson"));
-        assert_eq!(output_name(d, Path::new("x.tar")).unwrap(), Path::new("out/x.tar.ndjson"));
-        assert_eq!(output_name(d, Path::new(".zip")).unwrap(), Path::new("out/.zip.ndjson"));
+        assert_eq!(
+            output_name(d, Path::new("a/x.ndjson.gz")).unwrap(),
+            Path::new("out/x.ndjson")
+        );
+        assert_eq!(
+            output_name(d, Path::new("x.ZIP")).unwrap(),
+            Path::new("out/x.ndjson")
+        );
+        assert_eq!(
+            output_name(d, Path::new("x.tar")).unwrap(),
+            Path::new("out/x.tar.ndjson")
+        );
+        assert_eq!(
+            output_name(d, Path::new(".zip")).unwrap(),
+            Path::new("out/.zip.ndjson")
+        );
         assert!(output_name(d, Path::new("-")).is_err());
     }
 }

@@ -21,7 +21,9 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let mut failed = 0;
     for input in inputs {
         let name = display_input(input);
-        let result = reading.process(input, None, "verified").and_then(|s| nonce_verdict(&name, s));
+        let result = reading
+            .process(input, None, "verified")
+            .and_then(|s| nonce_verdict(&name, s));
         let line = match &result {
             Ok(summary) if args.json => json_ok(&name, summary).to_string(),
             Ok(summary) => text_ok(&name, summary),
@@ -38,8 +40,16 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     }
     match first_failure {
         None => Ok(()),
-        Some(exit) if inputs.len() == 1 => Err(Error::Inputs { failed, total: 1, exit }),
-        Some(exit) => Err(Error::Inputs { failed, total: inputs.len(), exit }),
+        Some(exit) if inputs.len() == 1 => Err(Error::Inputs {
+            failed,
+            total: 1,
+            exit,
+        }),
+        Some(exit) => Err(Error::Inputs {
+            failed,
+            total: inputs.len(),
+            exit,
+        }),
     }
 }
 
@@ -59,7 +69,11 @@ fn nonce_verdict(name: &str, summary: Summary) -> Result<Summary> {
                     "{name}: {} row(s) reuse an earlier row's nonce (rows {}{})",
                     summary.nonce_reuse.len(),
                     pairs.join(", "),
-                    if summary.nonce_reuse.len() > 10 { ", ..." } else { "" }
+                    if summary.nonce_reuse.len() > 10 {
+                        ", ..."
+                    } else {
+                        ""
+                    }
                 ),
                 hint: Some(
                     "a repeated AES-GCM nonce is a failure on the sender's side that breaks the \
@@ -73,7 +87,11 @@ fn nonce_verdict(name: &str, summary: Summary) -> Result<Summary> {
 }
 
 fn text_ok(name: &str, s: &Summary) -> String {
-    let ids = if s.key_ids.is_empty() { "none".to_owned() } else { s.key_ids.join(", ") };
+    let ids = if s.key_ids.is_empty() {
+        "none".to_owned()
+    } else {
+        s.key_ids.join(", ")
+    };
     let more = if s.more_key_ids { ", ..." } else { "" };
     format!("{name}: ok, {} rows, key ids: {ids}{more}", s.rows)
 }

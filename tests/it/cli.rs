@@ -1,0 +1,223 @@
+//! Command-line contract: help text, usage errors, key sources, several inputs, broken pipes.
+
+use crate::util::{cipherstream, fixtures, private_key};
+
+const DEMO_ZIP: &str = "demo/appointments_1758630144658_c7511999.zip";
+const DEMO_ID: &str = "cust_demo_123";
+
+#[test]
+fn help_lists_exit_codes() {
+    // Fixed width, so the snapshot does not depend on the terminal running the tests.
+    let out = cipherstream()
+        .args(["decrypt", "--help"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    insta::assert_snapshot!("decrypt_help", help);
+    let out = cipherstream()
+        .arg("--help")
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    insta::assert_snapshot!("top_help", String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn key_on_the_command_line_is_refused() {
+    let out = cipherstream()
+        .args(["decrypt", "--customer-id", "c", "--key", "AAAA"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn key_and_customer_from_environment() {
+    let key = std::fs::read_to_string(fixtures().join("demo/demo.key")).unwrap();
+    let expected = std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap();
+    let out = cipherstream()
+        .arg("decrypt")
+        .arg(fixtures().join(DEMO_ZIP))
+        .env("CIPHERSTREAM_KEY", key.trim())
+        .env("CIPHERSTREAM_CUSTOMER_ID", DEMO_ID)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, expected);
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn key_file_env_wins_over_key_env_and_loose_mode_warns() {
+    let expected = std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::copy(fixtures().join("demo/demo.key"), &key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = cipherstream()
+        .arg("decrypt")
+        .arg(fixtures().join(DEMO_ZIP))
+        .args(["--customer-id", DEMO_ID])
+        .env("CIPHERSTREAM_KEY_FILE", &key)
+        .env("CIPHERSTREAM_KEY", "bm90IHRoZSBrZXk=")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, expected);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: key file {0} is readable by group or others (mode 0644); run: chmod 600 {0}\n",
+            key.display()
+        )
+    );
+}
+
+#[test]
+fn key_errors_never_echo_the_key() {
+    let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LWlzLXRvby1sb25nLWZvci1hZXM=";
+    let out = cipherstream()
+        .arg("decrypt")
+        .arg(fixtures().join(DEMO_ZIP))
+        .args(["--customer-id", DEMO_ID])
+        .env("CIPHERSTREAM_KEY", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with(
+        "error: CIPHERSTREAM_KEY decodes to 44 bytes, but an AES-256 key needs exactly 32 bytes\n"
+    ));
+    assert!(!stderr.contains(secret) && !stderr.contains("secret-key"));
+}
+
+#[test]
+fn missing_customer_id_is_a_usage_error() {
+    let out = cipherstream().args(["decrypt", "x.zip"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: no customer id given: use --customer-id ID or set CIPHERSTREAM_CUSTOMER_ID\n\
+         hint: run with --help for usage\n"
+    );
+}
+
+fn demo(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    cipherstream()
+        .arg("decrypt")
+        .args(["--customer-id", DEMO_ID])
+        .arg("--key-file")
+        .arg(key)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn several_inputs_to_stdout_are_concatenated_in_order() {
+    let zip = fixtures().join(DEMO_ZIP);
+    let z = zip.to_str().unwrap();
+    let out = demo(&[z, z]);
+    assert_eq!(out.status.code(), Some(0));
+    let one = std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap();
+    assert_eq!(out.stdout, [one.clone(), one].concat());
+}
+
+#[test]
+fn output_dir_writes_each_and_keeps_going_past_a_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = fixtures().join(DEMO_ZIP);
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(
+        &bad,
+        "{\"encrypted_data\":\"k:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==\"}\n",
+    )
+    .unwrap();
+    let other = dir.path().join("second.zip");
+    std::fs::copy(&zip, &other).unwrap();
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    std::fs::write(outdir.join("bad.ndjson"), "old\n").unwrap();
+    let out = demo(&[
+        zip.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--output-dir",
+        outdir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("bad.ndjson: row 0: authentication failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("error: 1 of 3 inputs failed\n"),
+        "{stderr}"
+    );
+    let expected = std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap();
+    let stem = "appointments_1758630144658_c7511999.ndjson";
+    assert_eq!(std::fs::read(outdir.join(stem)).unwrap(), expected);
+    assert_eq!(
+        std::fs::read(outdir.join("second.ndjson")).unwrap(),
+        expected
+    );
+    assert_eq!(std::fs::read(outdir.join("bad.ndjson")).unwrap(), b"old\n");
+    assert_eq!(
+        crate::util::entries(&outdir),
+        [stem, "bad.ndjson", "second.ndjson"]
+    );
+}
+
+#[test]
+fn output_over_the_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("e.zip");
+    std::fs::copy(fixtures().join(DEMO_ZIP), &zip).unwrap();
+    let before = std::fs::read(&zip).unwrap();
+    let out = demo(&[zip.to_str().unwrap(), "-o", zip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("refusing to overwrite the export"));
+    assert_eq!(std::fs::read(&zip).unwrap(), before);
+}
+
+#[test]
+fn closed_stdout_is_quiet() {
+    // A large export piped into a reader that stops at once.
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    let zip = fixtures().join(DEMO_ZIP);
+    let zips: Vec<_> = std::iter::repeat_n(zip, 4000).collect();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cipherstream"))
+        .arg("decrypt")
+        .args(["--customer-id", DEMO_ID, "--key-file"])
+        .arg(&key)
+        .args(&zips)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
+}

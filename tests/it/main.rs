@@ -1,0 +1,5 @@
+//! CLI behaviour, built as one integration test binary (one module per area).
+
+mod cli;
+mod util;
+mod vectors;

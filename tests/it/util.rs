@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests: a clean `cipherstream` command and paths.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// `cipherstream` with no CIPHERSTREAM_* variables inherited from the environment.
+pub fn cipherstream() -> Command {
+    let mut cmd = Command::cargo_bin("cipherstream").expect("binary built");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CIPHERSTREAM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The SHA-256 of `bytes` in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A private copy of a fixture key (mode 0600, so no permission warning clutters stderr).
+pub fn private_key(dir: &Path, fixture_key: &str) -> PathBuf {
+    let dest = dir.join(Path::new(fixture_key).file_name().unwrap());
+    std::fs::copy(fixtures().join(fixture_key), &dest).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dest
+}
+
+/// The names of the entries in `dir`, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
