@@ -121,6 +121,13 @@ pub enum Error {
         /// The worst exit status among the skipped rows.
         exit: Exit,
     },
+    /// `verify` found rows sealed with a nonce an earlier row used (exit 3).
+    NonceReuse {
+        /// The input as the user named it.
+        input: String,
+        /// (earlier row, later row) pairs, in row order.
+        pairs: Vec<(u64, u64)>,
+    },
     /// A webhook check failed (exit 3) or a body is unusable (exit 1).
     Webhook {
         /// What failed.
@@ -168,7 +175,8 @@ impl Error {
                 kind: RowError::Auth(_),
                 ..
             }
-            | Error::RowCount { .. } => Exit::Auth,
+            | Error::RowCount { .. }
+            | Error::NonceReuse { .. } => Exit::Auth,
             Error::RowsSkipped { exit, .. }
             | Error::Webhook { exit, .. }
             | Error::Inputs { exit, .. }
@@ -245,6 +253,11 @@ impl Error {
             Error::RowCount { .. } => Some(
                 "the export holds more rows than expected: check the row count's source".into(),
             ),
+            Error::NonceReuse { .. } => Some(
+                "a repeated AES-GCM nonce is a failure on the sender's side that breaks the \
+                 encryption of those rows: do not trust this export, and report it to the vendor"
+                    .into(),
+            ),
             Error::Webhook { hint, .. } => hint.clone(),
             _ => None,
         }
@@ -286,6 +299,20 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "{input}: {skipped} row(s) were skipped; the output is incomplete"
+                )
+            }
+            Error::NonceReuse { input, pairs } => {
+                let shown: Vec<String> = pairs
+                    .iter()
+                    .take(10)
+                    .map(|(first, later)| format!("row {later} repeats the nonce of row {first}"))
+                    .collect();
+                let more = if pairs.len() > 10 { ", ..." } else { "" };
+                write!(
+                    f,
+                    "{input}: {} row(s) reuse a nonce: {}{more}",
+                    pairs.len(),
+                    shown.join(", ")
                 )
             }
             Error::Webhook { message, .. } => f.write_str(message),

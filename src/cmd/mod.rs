@@ -107,7 +107,9 @@ impl Reading {
                 return Err(e);
             }
         };
-        for (first, later) in &summary.nonce_reuse {
+        // verify (exact) turns reuse into an error of its own; decrypt only warns.
+        let warn_reuse = !self.options.exact_nonce_check;
+        for (first, later) in summary.nonce_reuse.iter().filter(|_| warn_reuse) {
             progress.suspend(|| match first {
                 Some(first) => eprintln!(
                     "warning: {name}: rows {first} and {later} use the same nonce: the sender \

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cli::VerifyArgs;
 use crate::cmd::{report, Reading};
-use crate::error::{display_input, Error, Exit, Result};
+use crate::error::{display_input, Error, Result};
 use crate::pipeline::Summary;
 
 /// Run `verify`.
@@ -55,35 +55,17 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
 
 /// Nonce reuse found by the exact check fails verification.
 fn nonce_verdict(name: &str, summary: Summary) -> Result<Summary> {
-    match summary.nonce_reuse.first() {
-        None => Ok(summary),
-        Some(_) => {
-            let pairs: Vec<String> = summary
-                .nonce_reuse
-                .iter()
-                .take(10)
-                .map(|(a, b)| format!("{}={}", a.map_or("?".into(), |a| a.to_string()), b))
-                .collect();
-            Err(Error::Webhook {
-                message: format!(
-                    "{name}: {} row(s) reuse an earlier row's nonce (rows {}{})",
-                    summary.nonce_reuse.len(),
-                    pairs.join(", "),
-                    if summary.nonce_reuse.len() > 10 {
-                        ", ..."
-                    } else {
-                        ""
-                    }
-                ),
-                hint: Some(
-                    "a repeated AES-GCM nonce is a failure on the sender's side that breaks the \
-                     encryption: do not trust this export and report it to the vendor"
-                        .into(),
-                ),
-                exit: Exit::Auth,
-            })
-        }
+    if summary.nonce_reuse.is_empty() {
+        return Ok(summary);
     }
+    let pairs = summary
+        .nonce_reuse
+        .iter()
+        .map(|(first, later)| (first.unwrap_or(0), *later));
+    Err(Error::NonceReuse {
+        input: name.to_owned(),
+        pairs: pairs.collect(),
+    })
 }
 
 fn text_ok(name: &str, s: &Summary) -> String {
