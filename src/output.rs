@@ -45,6 +45,7 @@ pub fn install_signal_cleanup() {
 /// A file written beside its destination and renamed over it on `commit`.
 pub struct AtomicFile {
     writer: Option<BufWriter<File>>,
+    committed: bool,
     temp: PathBuf,
     dest: PathBuf,
 }
@@ -78,6 +79,7 @@ impl AtomicFile {
         temps.push(temp.clone());
         Ok(AtomicFile {
             writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+            committed: false,
             temp,
             dest: dest.to_path_buf(),
         })
@@ -101,6 +103,7 @@ impl AtomicFile {
         fs::rename(&self.temp, &self.dest)
             .map_err(|e| Error::io(format!("cannot replace {}", self.dest.display()), e))?;
         temps.retain(|p| p != &self.temp);
+        self.committed = true;
         drop(temps);
         if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Ok(d) = File::open(dir) {
@@ -130,8 +133,8 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            // Not committed: throw the partial plaintext away.
+        if !self.committed {
+            // Not committed (an error, or a failed commit): throw the partial plaintext away.
             let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
             self.writer = None;
             let _ = fs::remove_file(&self.temp);

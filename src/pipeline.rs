@@ -215,6 +215,7 @@ fn split(
     seq: &mut u64,
 ) -> Result<u64> {
     let max_line = opts.max_line_bytes;
+    let streaming = opened.total.is_none();
     let mut row = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
@@ -247,7 +248,18 @@ fn split(
                         eof = true;
                         break;
                     }
-                    Ok(n) => filled += n,
+                    Ok(n) => {
+                        let asked = buf.len() - filled;
+                        filled += n;
+                        // A stream of unknown size (a pipe, a download) that has nothing more
+                        // ready: hand on the complete lines now rather than wait to fill up.
+                        if streaming
+                            && n < asked
+                            && memchr::memchr(b'\n', &buf[filled - n..filled]).is_some()
+                        {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         failed = Some(container::read_error(name, opened, e));

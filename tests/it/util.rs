@@ -50,3 +50,22 @@ pub fn entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// True if `python3` with the `cryptography` package is available. Without it a test that needs
+/// it prints why and passes, except under CI (`CI` set), where it fails: CI installs it.
+pub fn python_cryptography_available(test: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: python3 with `cryptography` is required under CI \
+             (python3 -m pip install -r fixtures/requirements.txt)"
+        );
+        eprintln!("{test}: skipped: python3 with `cryptography` is not installed");
+    }
+    ok
+}

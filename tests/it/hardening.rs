@@ -1,0 +1,366 @@
+//! Faults and limits: huge rows, row-count checks, salvage, signals, full disks, progress on a
+//! terminal.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    cipherstream, entries, fixtures, private_key, python_cryptography_available, sha256_hex,
+};
+
+const DEMO_ZIP: &str = "demo/appointments_1758630144658_c7511999.zip";
+const DEMO_ID: &str = "cust_demo_123";
+const VEC_ID: &str = "cust_4f9a2c71";
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("cipherstream")
+}
+
+fn vector(name: &str) -> PathBuf {
+    fixtures().join("vectors").join(name)
+}
+
+#[test]
+fn a_forty_mib_row_from_the_independent_generator() {
+    if !python_cryptography_available("a_forty_mib_row_from_the_independent_generator") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = StdCommand::new("python3")
+        .arg(fixtures().join("generate.py"))
+        .arg("--large")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let vectors = manifest["vectors"].as_array().unwrap();
+    assert!(!vectors.is_empty());
+    for v in vectors {
+        let key_file = v["key_file"].as_str().unwrap();
+        let key = [dir.path().join(key_file), fixtures().join(key_file)]
+            .into_iter()
+            .find(|p| p.exists())
+            .expect("the large vector's key file");
+        let out = cipherstream()
+            .arg("decrypt")
+            .arg(dir.path().join(v["file"].as_str().unwrap()))
+            .args([
+                "--customer-id",
+                v["customer_id"].as_str().unwrap(),
+                "--key-file",
+            ])
+            .arg(&key)
+            .args(["--threads", "2"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(v["exit_code"].as_i64().unwrap() as i32)
+        );
+        assert_eq!(out.stdout.len() as u64, v["stdout_len"].as_u64().unwrap());
+        assert_eq!(
+            sha256_hex(&out.stdout),
+            v["stdout_sha256"].as_str().unwrap()
+        );
+        // The same row with a limit below its size is a clear error naming the row, not an OOM.
+        let out = cipherstream()
+            .arg("decrypt")
+            .arg(dir.path().join(v["file"].as_str().unwrap()))
+            .args([
+                "--customer-id",
+                v["customer_id"].as_str().unwrap(),
+                "--key-file",
+            ])
+            .arg(&key)
+            .args(["--max-line-bytes", "1000000"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(": row 3: line is longer than the limit of 1000000 bytes\n"),
+            "{stderr}"
+        );
+    }
+}
+
+fn decrypt_vector(name: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    cipherstream()
+        .arg("decrypt")
+        .arg(vector(name))
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(key)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn expect_rows_catches_truncation() {
+    let out = decrypt_vector("truncated_last_two_rows.ndjson", &["--expect-rows", "7"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.ends_with(
+        "truncated_last_two_rows.ndjson: expected 7 rows, found 5\nhint: 2 row(s) are missing from \
+         the end: the download was probably cut short; download it again\n"
+    ), "{stderr}");
+    let out = decrypt_vector("truncated_last_two_rows.ndjson", &["--expect-rows", "5"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn expect_rows_from_a_webhook_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("hook.json");
+    std::fs::write(
+        &body,
+        r#"{"event":"job.completed","data":{"rows_processed":7}}"#,
+    )
+    .unwrap();
+    let dest = dir.path().join("out.ndjson");
+    let out = decrypt_vector(
+        "truncated_last_two_rows.ndjson",
+        &[
+            "--expect-rows-from",
+            body.to_str().unwrap(),
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!dest.exists(), "a short export never lands at -o");
+    std::fs::write(&body, r#"{"data":{}}"#).unwrap();
+    let out = decrypt_vector(
+        "plain.ndjson",
+        &["--expect-rows-from", body.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("data.rows_processed"));
+}
+
+#[test]
+fn skip_bad_rows_salvages_the_rest_and_still_fails() {
+    let full = decrypt_vector("plain.ndjson", &[]);
+    let all: Vec<&[u8]> = full.stdout.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(all.len(), 7);
+    let out = decrypt_vector("auth_ciphertext_flipped_row3.ndjson", &["--skip-bad-rows"]);
+    assert_eq!(out.status.code(), Some(3));
+    let got: Vec<&[u8]> = out.stdout.split_inclusive(|&b| b == b'\n').collect();
+    // The tampered row is missing; all others are there, in order. (Same records as plain.ndjson.)
+    let expected: Vec<&[u8]> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(got, expected);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("skipped: "), "{stderr}");
+    assert!(stderr.contains("auth_ciphertext_flipped_row3.ndjson: row 3: authentication failed\n"));
+    assert!(
+        stderr.contains("1 row(s) were skipped; the output is incomplete\n"),
+        "{stderr}"
+    );
+    // A salvage run never lands a file at -o either: the exit status says it is incomplete.
+    let out = decrypt_vector("parse_line_not_json_row1.ndjson", &["--skip-bad-rows"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("row 1: malformed line"));
+}
+
+#[test]
+fn stdout_on_a_full_disk_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = StdCommand::new(bin())
+        .arg("decrypt")
+        .arg(fixtures().join(DEMO_ZIP))
+        .args(["--customer-id", DEMO_ID, "--key-file"])
+        .arg(key)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: writing the output: No space left on device\n"
+    );
+}
+
+#[test]
+fn output_file_hitting_a_size_limit_leaves_nothing() {
+    // RLIMIT_FSIZE with SIGXFSZ ignored makes writes fail with EFBIG, like a full disk.
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    let dest = dir.path().join("out.ndjson");
+    std::fs::write(&dest, "old\n").unwrap();
+    let zips = vec![fixtures().join(DEMO_ZIP).display().to_string(); 50].join(" ");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 4; exec {} decrypt {zips} --customer-id {DEMO_ID} --key-file {} -o {}",
+        bin().display(),
+        key.display(),
+        dest.display()
+    );
+    let out = StdCommand::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old\n");
+    let mut names = entries(dir.path());
+    names.retain(|n| n != "demo.key");
+    assert_eq!(names, ["out.ndjson"]);
+}
+
+#[test]
+fn output_directory_missing_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("no/such/dir/out.ndjson");
+    let out = decrypt_vector("plain.ndjson", &["-o", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: cannot create a temporary file in "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no/such/dir: No such file or directory"),
+        "{stderr}"
+    );
+}
+
+/// Start `decrypt - -o dest` fed by a pipe we hold open, so it is mid-run when signalled.
+fn interrupted_run(signal: i32) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let dest = dir.path().join("out.ndjson");
+    std::fs::write(&dest, "previous\n").unwrap();
+    let mut child = StdCommand::new(bin())
+        .args(["decrypt", "-", "--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .arg("-o")
+        .arg(&dest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&std::fs::read(vector("plain.ndjson")).unwrap())
+        .unwrap();
+    // Wait until the temporary file exists: the run is under way.
+    let started = Instant::now();
+    while entries(dir.path()).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "temporary file never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_kill(child.id(), signal);
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    (out, dir)
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let status = StdCommand::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(status.unwrap().success());
+}
+
+#[test]
+fn sigterm_and_sigint_during_output_leave_nothing() {
+    for (signal, code, name) in [(15, 143, "SIGTERM"), (2, 130, "SIGINT")] {
+        let (out, dir) = interrupted_run(signal);
+        assert_eq!(out.status.code(), Some(code), "{name}");
+        assert_eq!(
+            String::from_utf8(out.stderr).unwrap(),
+            format!("error: interrupted by {name}; no output file was left behind\n")
+        );
+        assert_eq!(
+            entries(dir.path()),
+            ["customer.key", "out.ndjson"],
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("out.ndjson")).unwrap(),
+            b"previous\n"
+        );
+    }
+}
+
+fn under_pty(command: &str) -> String {
+    let out = StdCommand::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_and_summary_on_a_terminal_only() {
+    if StdCommand::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script(1) is needed under CI"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let dest = dir.path().join("out.ndjson");
+    let plain = vector("plain.ndjson");
+    let base = format!(
+        "{} decrypt - --customer-id {VEC_ID} --key-file {} -o {}",
+        bin().display(),
+        key.display(),
+        dest.display()
+    );
+    // Half the rows, a pause long enough for the bar to draw, then the rest.
+    let slow_feed = format!(
+        "(head -n 3 {p}; sleep 1.2; tail -n +4 {p}) | ",
+        p = plain.display()
+    );
+    let screen = under_pty(&format!("{slow_feed}{base}"));
+    assert!(screen.contains("<stdin>: "), "no progress line: {screen:?}");
+    assert!(screen.contains("3 rows"), "progress shows rows: {screen:?}");
+    assert!(
+        screen.contains("<stdin>: decrypted 7 rows in "),
+        "no summary: {screen:?}"
+    );
+    let screen = under_pty(&format!("{slow_feed}{base} --quiet"));
+    assert_eq!(screen, "", "--quiet shows nothing");
+    // Not a terminal: nothing either (stderr captured by a pipe).
+    let out = StdCommand::new("sh")
+        .args(["-c", &format!("{base} < {}", plain.display())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty());
+}
