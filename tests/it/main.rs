@@ -2,5 +2,6 @@
 
 mod cli;
 mod hardening;
+mod props;
 mod util;
 mod vectors;
