@@ -216,8 +216,9 @@ impl Error {
                     actual - row
                 )),
                 RowError::Auth(Diagnosis::Displaced { actual }) => Some(format!(
-                    "the line authenticates as row {actual}: rows are duplicated or reordered \
-                     before it"
+                    "the line authenticates as row {actual}: {} row(s) are duplicated (or \
+                     inserted, or reordered) before it",
+                    row - actual
                 )),
                 RowError::Auth(Diagnosis::Unknown) if *row == 0 => Some(
                     "a wrong key and a wrong --customer-id look the same on row 0; check both"

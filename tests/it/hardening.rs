@@ -364,3 +364,45 @@ fn progress_and_summary_on_a_terminal_only() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn authentication_failures_say_what_moved() {
+    let hint = |name: &str, args: &[&str]| {
+        let out = decrypt_vector(name, args);
+        assert_eq!(out.status.code(), Some(3), "{name}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("hint: "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        hint("auth_row2_deleted.ndjson", &[]),
+        "the line authenticates as row 3: 1 row(s) are missing before it"
+    );
+    assert_eq!(
+        hint("auth_row1_duplicated.ndjson", &[]),
+        "the line authenticates as row 1: 1 row(s) are duplicated (or inserted, or reordered) \
+         before it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = cipherstream()
+        .arg("decrypt")
+        .arg(vector("plain.ndjson"))
+        .args(["--customer-id", "cust_someone_else", "--key-file"])
+        .arg(private_key(dir.path(), "keys/customer.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap().lines().nth(1).unwrap(),
+        "hint: row 0 fails at every nearby index: the key or the --customer-id is wrong (the two look \
+         the same)"
+    );
+    assert_eq!(
+        hint("auth_ciphertext_flipped_row3.ndjson", &[]),
+        "earlier rows verified, so the key and customer id are right: this line was altered, or \
+         lines were reordered, inserted or removed; download the export again"
+    );
+}
