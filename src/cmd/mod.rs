@@ -54,7 +54,13 @@ impl Reading {
     /// exact (verify) or fixed-memory (decrypt) nonce-reuse check.
     pub fn resolve(args: &ReadArgs, exact_nonces: bool, skip_bad_rows: bool) -> Result<Reading> {
         let customer = customer_id(args.customer_id.as_deref())?;
-        if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        let stdin_inputs = args.inputs.iter().filter(|p| p.as_os_str() == "-").count();
+        if stdin_inputs > 0 && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(Error::Usage(
+                "no export given: name an INPUT file, or pipe an export into standard input".into(),
+            ));
+        }
+        if stdin_inputs > 1 {
             return Err(Error::Usage(
                 "standard input (-) can be read only once".into(),
             ));

@@ -406,3 +406,25 @@ fn authentication_failures_say_what_moved() {
          lines were reordered, inserted or removed; download the export again"
     );
 }
+
+#[test]
+fn a_terminal_on_standard_input_is_not_waited_on() {
+    if StdCommand::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script(1) is needed under CI"
+        );
+        return;
+    }
+    let screen = under_pty(&format!(
+        "{} decrypt --customer-id x; echo EXIT=$?",
+        bin().display()
+    ));
+    assert!(
+        screen.contains(
+            "error: no export given: name an INPUT file, or pipe an export into standard input"
+        ),
+        "{screen:?}"
+    );
+    assert!(screen.contains("EXIT=2"), "{screen:?}");
+}
