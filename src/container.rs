@@ -238,16 +238,45 @@ fn read_zip<T>(
         .iter()
         .find(|(i, _)| *i == index)
         .map(|(_, n)| n.clone());
+    let declared = entry.size();
     let opened = Opened {
         kind: Kind::Zip,
         member: member_name,
-        total: Some(entry.size()),
+        total: Some(declared),
     };
-    let mut reader = Counting {
+    let inner = ExactSize {
         inner: &mut entry,
-        count,
+        declared,
+        seen: 0,
     };
+    let mut reader = Counting { inner, count };
     f(&mut reader, &opened)
+}
+
+/// Fails at the end of a ZIP member whose data is shorter than its declared size (the `zip` crate
+/// already refuses data that is longer). Either way the archive is corrupt, and saying so beats
+/// trusting it.
+struct ExactSize<R> {
+    inner: R,
+    declared: u64,
+    seen: u64,
+}
+
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if n == 0 && !buf.is_empty() && self.seen != self.declared {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the member holds {} bytes but declares {}",
+                    self.seen, self.declared
+                ),
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// Apply SPEC's member rules to the (index, name) list of non-directory entries.
