@@ -1,9 +1,57 @@
-//! `cipherstream webhook verify|sign`.
+//! `cipherstream webhook verify|sign`: wires the command line to [`crate::webhook`].
 
-use crate::cli::WebhookCommand;
-use crate::error::{Error, Result};
+use std::io::Write;
+
+use crate::cli::{WebhookCommand, WebhookSignArgs, WebhookVerifyArgs};
+use crate::error::{display_input, Error, Result};
+use crate::webhook::{self, Signature, TimestampCheck};
 
 /// Run a `webhook` subcommand.
-pub fn run(_cmd: &WebhookCommand) -> Result<()> {
-    Err(Error::Usage("webhook is not implemented yet".into()))
+pub fn run(cmd: &WebhookCommand) -> Result<()> {
+    match cmd {
+        WebhookCommand::Verify(args) => verify(args),
+        WebhookCommand::Sign(args) => sign(args),
+    }
+}
+
+/// Verify the signature, the timestamp and (with `--seen-file`) the delivery id, then pass the body
+/// through to standard output unchanged.
+fn verify(args: &WebhookVerifyArgs) -> Result<()> {
+    let signature = Signature::parse(&args.signature)?;
+    let secrets = webhook::load_secrets(&args.secret_file)?;
+    let input = display_input(&args.body);
+    let body = webhook::read_body(&args.body)?;
+    let check = if args.no_timestamp_check {
+        TimestampCheck::Skip
+    } else {
+        TimestampCheck::Within {
+            tolerance: args.tolerance,
+            now: webhook::now()?,
+        }
+    };
+    let verified = webhook::verify(&input, &body, &signature, &secrets, check)?;
+    drop(secrets);
+    if let Some(seen_file) = &args.seen_file {
+        // Recorded before printing: a delivery is handed on at most once, even if the consumer of
+        // standard output then fails.
+        webhook::record_delivery(seen_file, verified.delivery_id()?)?;
+    }
+    write_stdout(&body)
+}
+
+/// Print the `X-CipherStream-Signature` value for a body.
+fn sign(args: &WebhookSignArgs) -> Result<()> {
+    let secrets = webhook::load_secrets(args.secret_file.as_slice())?;
+    let body = webhook::read_body(&args.body)?;
+    let mut line = secrets[0].signature_header(&body);
+    drop(secrets);
+    line.push('\n');
+    write_stdout(line.as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing standard output", e))
 }

@@ -5,3 +5,4 @@ mod hardening;
 mod props;
 mod util;
 mod vectors;
+mod webhook;
