@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod container;
+pub mod encrypt;
 pub mod error;
 pub mod key;
 pub mod nonce;
