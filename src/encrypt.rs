@@ -87,13 +87,9 @@ pub struct Summary {
     pub blank_lines: u64,
 }
 
-/// An error about the plaintext input or the nonce source, with a hint.
-///
-/// `error.rs` has no variant for problems with encrypt's plaintext input (`Error::Row`'s hints are
-/// about encrypted exports), so this uses `Error::Webhook`, which is the crate's general
-/// message-hint-exit carrier (verify's nonce-reuse verdict uses it the same way).
+/// An error about the plaintext input or the nonce source, with a hint (exit 1).
 fn failure(message: String, hint: &str) -> Error {
-    Error::Webhook {
+    Error::Failed {
         message,
         hint: Some(hint.to_owned()),
         exit: Exit::Failure,

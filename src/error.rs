@@ -128,8 +128,9 @@ pub enum Error {
         /// (earlier row, later row) pairs, in row order.
         pairs: Vec<(u64, u64)>,
     },
-    /// A webhook check failed (exit 3) or a body is unusable (exit 1).
-    Webhook {
+    /// A check failed or an input is unusable, said in a message of its own: a webhook signature
+    /// or timestamp (exit 3), a webhook body or an `encrypt` input line (exit 1).
+    Failed {
         /// What failed.
         message: String,
         /// What to check next.
@@ -178,7 +179,7 @@ impl Error {
             | Error::RowCount { .. }
             | Error::NonceReuse { .. } => Exit::Auth,
             Error::RowsSkipped { exit, .. }
-            | Error::Webhook { exit, .. }
+            | Error::Failed { exit, .. }
             | Error::Inputs { exit, .. }
             | Error::Interrupted(exit) => *exit,
             _ => Exit::Failure,
@@ -259,7 +260,7 @@ impl Error {
                  encryption of those rows: do not trust this export, and report it to the vendor"
                     .into(),
             ),
-            Error::Webhook { hint, .. } => hint.clone(),
+            Error::Failed { hint, .. } => hint.clone(),
             _ => None,
         }
     }
@@ -316,7 +317,7 @@ impl fmt::Display for Error {
                     shown.join(", ")
                 )
             }
-            Error::Webhook { message, .. } => f.write_str(message),
+            Error::Failed { message, .. } => f.write_str(message),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
             Error::Interrupted(exit) => write!(
                 f,

@@ -61,7 +61,7 @@ impl Secret {
     /// secret, or text that is not UTF-8, is an error (exit 1).
     pub fn from_text(text: &[u8], source: impl Into<String>) -> Result<Secret> {
         let source = source.into();
-        let text = std::str::from_utf8(text).map_err(|_| Error::Webhook {
+        let text = std::str::from_utf8(text).map_err(|_| Error::Failed {
             message: format!("{source} is not UTF-8 text"),
             hint: Some(
                 "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
@@ -72,7 +72,7 @@ impl Secret {
         })?;
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err(Error::Webhook {
+            return Err(Error::Failed {
                 message: format!("{source} is empty: expected a webhook secret"),
                 hint: Some("an empty secret would let anyone sign webhooks; check the file".into()),
                 exit: Exit::Failure,
@@ -90,7 +90,7 @@ impl Secret {
         let text = crate::key::read_secret_file(path, what).map_err(|e| match e {
             // `read_secret_file` reports a directory or an oversized file as a key error, whose
             // hint is about base64 AES keys; say it in webhook terms instead.
-            Error::Key(message) => Error::Webhook {
+            Error::Key(message) => Error::Failed {
                 message,
                 hint: Some("--secret-file names a small text file holding the secret".into()),
                 exit: Exit::Failure,
@@ -188,7 +188,7 @@ impl Signature {
 }
 
 fn malformed_signature(why: String) -> Error {
-    Error::Webhook {
+    Error::Failed {
         message: format!(
             "--signature is malformed: {why}; expected sha256= followed by 64 hex digits"
         ),
@@ -237,7 +237,7 @@ pub fn verify_signature(
          secrets with --secret-file"
             .to_owned()
     };
-    Err(Error::Webhook {
+    Err(Error::Failed {
         message: format!("{input}: webhook signature does not match the body ({tried})"),
         hint: Some(hint),
         exit: Exit::Auth,
@@ -288,7 +288,7 @@ impl Verified {
     /// (exit 1).
     pub fn delivery_id(&self) -> Result<&str> {
         let input = &self.input;
-        let unusable = |why: String| Error::Webhook {
+        let unusable = |why: String| Error::Failed {
             message: format!("{input}: {why}"),
             hint: Some(
                 "--seen-file needs the delivery_id of a CipherStream webhook to recognize retries"
@@ -334,7 +334,7 @@ pub fn verify(
 ) -> Result<Verified> {
     let secret_index = verify_signature(input, body, signature, secrets)?;
     // SPEC section 2: never parse before verifying. The bytes are authentic from here on.
-    let unusable = |message: String, hint: &str| Error::Webhook {
+    let unusable = |message: String, hint: &str| Error::Failed {
         message: format!("{input}: {message}"),
         hint: Some(hint.to_owned()),
         exit: Exit::Failure,
@@ -427,7 +427,7 @@ pub fn check_timestamp(
              protection",
         )
     };
-    Err(Error::Webhook {
+    Err(Error::Failed {
         message,
         hint: Some(hint.into()),
         exit: Exit::Auth,
@@ -622,7 +622,7 @@ pub fn record_delivery(path: &Path, delivery_id: &str) -> Result<()> {
         .split(|&b| b == b'\n')
         .any(|line| line.strip_suffix(b"\r").unwrap_or(line) == delivery_id.as_bytes());
     if already {
-        return Err(Error::Webhook {
+        return Err(Error::Failed {
             message: format!(
                 "duplicate delivery: delivery_id {} is already recorded in {shown}",
                 shorten(delivery_id)
@@ -725,14 +725,14 @@ fn shorten(text: &str) -> String {
 pub fn rows_processed(path: &Path) -> Result<u64> {
     let text =
         std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Webhook {
+    let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Failed {
         message: format!("{}: not a JSON webhook body ({e})", path.display()),
         hint: None,
         exit: Exit::Failure,
     })?;
     body.pointer("/data/rows_processed")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| Error::Webhook {
+        .ok_or_else(|| Error::Failed {
             message: format!("{}: no whole number at data.rows_processed", path.display()),
             hint: Some("pass the body of a job.completed webhook".into()),
             exit: Exit::Failure,

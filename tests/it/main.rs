@@ -1,6 +1,7 @@
 //! CLI behaviour, built as one integration test binary (one module per area).
 
 mod cli;
+mod encrypt;
 mod hardening;
 mod props;
 mod util;
