@@ -221,3 +221,102 @@ fn closed_stdout_is_quiet() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
 }
+
+#[test]
+fn keygen_prints_fresh_32_byte_keys() {
+    use base64::Engine;
+    let a = cipherstream().arg("keygen").output().unwrap();
+    let b = cipherstream().arg("keygen").output().unwrap();
+    assert_eq!(a.status.code(), Some(0));
+    let a = String::from_utf8(a.stdout).unwrap();
+    let b = String::from_utf8(b.stdout).unwrap();
+    assert_eq!(a.len(), 45, "44 base64 characters and a newline");
+    assert!(a.ends_with('\n'));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(a.trim_end())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn keygen_file_is_private_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let out = cipherstream()
+        .arg("keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "the key goes only to the file");
+    let first = std::fs::read(&key).unwrap();
+    assert_eq!(first.len(), 45);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let out = cipherstream()
+        .arg("keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("already exists"));
+    assert_eq!(std::fs::read(&key).unwrap(), first);
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definitions() {
+    for (shell, marker) in [
+        ("bash", "_cipherstream()"),
+        ("zsh", "#compdef cipherstream"),
+        ("fish", "complete -c cipherstream"),
+    ] {
+        let out = cipherstream()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(marker), "{shell}");
+        for flag in [
+            "--customer-id",
+            "--key-file",
+            "--expect-rows",
+            "--seen-file",
+        ] {
+            assert!(
+                text.contains(flag.trim_start_matches('-')),
+                "{shell} lacks {flag}"
+            );
+        }
+    }
+    let out = cipherstream().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let roff = String::from_utf8(out.stdout).unwrap();
+    for page in [
+        "cipherstream",
+        "cipherstream-decrypt",
+        "cipherstream-verify",
+        "cipherstream-encrypt",
+        "cipherstream-keygen",
+        "cipherstream-webhook",
+        "cipherstream-completions",
+    ] {
+        assert!(
+            roff.contains(&format!(".TH {page} 1")),
+            "no page for {page}"
+        );
+    }
+    assert!(
+        roff.contains("authentication failed"),
+        "the exit statuses are in the man page"
+    );
+}
