@@ -46,20 +46,49 @@ pub fn install_signal_cleanup() {
 pub struct AtomicFile {
     writer: Option<BufWriter<File>>,
     committed: bool,
-    temp: PathBuf,
+    /// The staging file; `None` when writing straight to a device or FIFO.
+    temp: Option<PathBuf>,
     dest: PathBuf,
 }
 
 impl AtomicFile {
     /// Create a mode-0600 temporary file in `dest`'s directory.
+    ///
+    /// A `dest` that already exists and is not a regular file (`/dev/null`, a FIFO, a terminal)
+    /// is written directly, since renaming over it would replace the device node itself; it cannot
+    /// be all-or-nothing. A `dest` that is a symbolic link is resolved, so the link survives and
+    /// its target is replaced.
     pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let shown = dest.display();
+        if let Ok(meta) = fs::metadata(dest) {
+            if meta.is_dir() {
+                return Err(Error::Usage(format!("{shown} is a directory, not a file")));
+            }
+            if !meta.is_file() {
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .map_err(|e| Error::io(format!("cannot open {shown}"), e))?;
+                return Ok(AtomicFile {
+                    writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+                    committed: false,
+                    temp: None,
+                    dest: dest.to_path_buf(),
+                });
+            }
+        }
+        let dest = match fs::symlink_metadata(dest) {
+            Ok(m) if m.file_type().is_symlink() => fs::canonicalize(dest)
+                .map_err(|e| Error::io(format!("cannot resolve the link {shown}"), e))?,
+            _ => dest.to_path_buf(),
+        };
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let file_name = dest
             .file_name()
-            .ok_or_else(|| Error::Usage(format!("{} is not a file path", dest.display())))?;
+            .ok_or_else(|| Error::Usage(format!("{shown} is not a file path")))?;
         let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
         let named = tempfile::Builder::new()
             .prefix(&format!(".{}.", file_name.to_string_lossy()))
@@ -80,8 +109,8 @@ impl AtomicFile {
         Ok(AtomicFile {
             writer: Some(BufWriter::with_capacity(256 * 1024, file)),
             committed: false,
-            temp,
-            dest: dest.to_path_buf(),
+            temp: Some(temp),
+            dest,
         })
     }
 
@@ -96,13 +125,18 @@ impl AtomicFile {
         let file = writer
             .into_inner()
             .map_err(|e| Error::io(format!("writing {}", self.dest.display()), e.into_error()))?;
+        let Some(temp) = self.temp.clone() else {
+            // A device or FIFO: written directly, nothing to rename.
+            self.committed = true;
+            return Ok(());
+        };
         file.sync_all()
             .map_err(|e| Error::io(format!("writing {}", self.dest.display()), e))?;
         drop(file);
         let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
-        fs::rename(&self.temp, &self.dest)
+        fs::rename(&temp, &self.dest)
             .map_err(|e| Error::io(format!("cannot replace {}", self.dest.display()), e))?;
-        temps.retain(|p| p != &self.temp);
+        temps.retain(|p| p != &temp);
         self.committed = true;
         drop(temps);
         if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -137,8 +171,10 @@ impl Drop for AtomicFile {
             // Not committed (an error, or a failed commit): throw the partial plaintext away.
             let mut temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
             self.writer = None;
-            let _ = fs::remove_file(&self.temp);
-            temps.retain(|p| p != &self.temp);
+            if let Some(temp) = &self.temp {
+                let _ = fs::remove_file(temp);
+                temps.retain(|p| p != temp);
+            }
         }
     }
 }
@@ -203,5 +239,32 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_written_not_replaced_and_links_survive() {
+        use std::os::unix::fs::FileTypeExt;
+        let mut f = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        f.write_all(b"gone\n").unwrap();
+        f.commit().unwrap();
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.ndjson");
+        fs::write(&target, "old\n").unwrap();
+        let link = dir.path().join("current.ndjson");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut f = AtomicFile::create(&link).unwrap();
+        f.write_all(b"new\n").unwrap();
+        f.commit().unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
     }
 }
