@@ -26,8 +26,10 @@ use crate::nonce::NonceTracker;
 use crate::progress::Progress;
 use crate::record::{RowOpener, NONCE_LEN};
 
-/// Bytes per read buffer.
-const CHUNK: usize = 256 * 1024;
+/// Bytes per read buffer. 128 KiB rather than 256: the pool holds `2 * threads + 2` of them plus
+/// their output buffers, and at 256 KiB that left too little room beside the 8 MiB nonce filter for
+/// the 16 MiB budget (issue 3); per-chunk overhead is still negligible at ~200 rows a chunk.
+const CHUNK: usize = 128 * 1024;
 /// At most this many distinct key ids are listed in a summary.
 const MAX_KEY_IDS: usize = 16;
 
@@ -72,6 +74,8 @@ struct Chunk {
     seq: u64,
     first_row: u64,
     data: Vec<u8>,
+    /// The buffer the worker writes the plaintext into (empty, from the pool).
+    out: Vec<u8>,
     /// (start, end) of each non-blank line in `data`, without its `\n`.
     lines: Vec<(usize, usize)>,
 }
@@ -89,6 +93,9 @@ enum Work {
 struct Done {
     seq: u64,
     out: Vec<u8>,
+    /// The chunk's input buffer, returned to the pool only once `out` has been released, so the
+    /// buffers in flight (queued, being opened, or waiting for their turn) never exceed the pool.
+    data: Vec<u8>,
     released: u64,
     key_ids: Vec<Vec<u8>>,
     nonces: Vec<([u8; NONCE_LEN], u64)>,
@@ -113,11 +120,11 @@ pub fn run(
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
+    let (pool_tx, pool_rx) = mpsc::channel::<Buffers>();
     let (opened_tx, opened_rx) = mpsc::channel::<Opened>();
     progress.set_count_source(Some(count.clone()));
     for _ in 0..threads * 2 + 2 {
-        pool_tx.send(vec![0u8; CHUNK]).expect("receiver alive");
+        pool_tx.send(Buffers::new()).expect("receiver alive");
     }
 
     // The threads are detached, not scoped: when an early row fails, this thread must be able to
@@ -146,7 +153,6 @@ pub fn run(
     for i in 0..threads {
         let work_rx = work_rx.clone();
         let done_tx = done_tx.clone();
-        let pool_tx = pool_tx.clone();
         let mut opener = opener.clone();
         let decrypting = sink.is_some();
         let skip = opts.skip_bad_rows;
@@ -158,14 +164,11 @@ pub fn run(
                     Err(_) => return,
                 };
                 let done = match work {
-                    Ok(Work::Chunk(chunk)) => {
-                        let done = open_chunk(&mut opener, &chunk, decrypting, skip);
-                        recycle(&pool_tx, chunk.data);
-                        done
-                    }
+                    Ok(Work::Chunk(chunk)) => open_chunk(&mut opener, chunk, decrypting, skip),
                     Ok(Work::End { seq, result }) => Done {
                         seq,
                         out: Vec::new(),
+                        data: Vec::new(),
                         released: 0,
                         key_ids: Vec::new(),
                         nonces: Vec::new(),
@@ -183,7 +186,9 @@ pub fn run(
     }
     drop(done_tx);
 
-    let result = release_in_order(&name, &done_rx, &mut sink, progress, &opened_rx, opts);
+    let result = release_in_order(
+        &name, &done_rx, &mut sink, progress, &opened_rx, opts, &pool_tx,
+    );
     if result.is_err() {
         cancel.store(true, Ordering::Relaxed);
     } else {
@@ -193,13 +198,34 @@ pub fn run(
     result
 }
 
-/// Give a buffer back to the pool, replacing one grown for a huge line by a normal one so the pool
-/// does not keep memory it no longer needs.
-fn recycle(pool: &Sender<Vec<u8>>, mut buf: Vec<u8>) {
-    if buf.len() > 4 * CHUNK {
-        buf = vec![0u8; CHUNK];
+/// One pool entry: an input buffer (kept full length, see the module comment) and an output
+/// buffer (kept empty, with its capacity). Reusing both avoids an allocation, page faults and an
+/// munmap per chunk (issue 3 benchmark).
+struct Buffers {
+    data: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            data: vec![0u8; CHUNK],
+            out: Vec::new(),
+        }
     }
-    let _ = pool.send(buf);
+}
+
+/// Give buffers back to the pool, replacing any grown for a huge line by normal ones so the pool
+/// does not keep memory it no longer needs. `out` MUST have been wiped.
+fn recycle(pool: &Sender<Buffers>, mut data: Vec<u8>, mut out: Vec<u8>) {
+    if data.len() > 4 * CHUNK {
+        data = vec![0u8; CHUNK];
+    }
+    if out.capacity() > 4 * CHUNK {
+        out = Vec::new();
+    }
+    out.clear();
+    let _ = pool.send(Buffers { data, out });
 }
 
 /// The reader: fill buffers, cut them on line boundaries, number the rows, hand them out.
@@ -209,7 +235,7 @@ fn split(
     opened: &Opened,
     name: &str,
     opts: &Options,
-    pool: &Receiver<Vec<u8>>,
+    pool: &Receiver<Buffers>,
     work: &Sender<Work>,
     cancel: &AtomicBool,
     seq: &mut u64,
@@ -220,7 +246,7 @@ fn split(
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
-        let mut buf = loop {
+        let Buffers { data: mut buf, out } = loop {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(row);
             }
@@ -329,6 +355,7 @@ fn split(
             seq: *seq,
             first_row,
             data: buf,
+            out,
             lines,
         };
         *seq += 1;
@@ -352,8 +379,15 @@ fn split(
 }
 
 /// Open every row of a chunk. Stops at the first bad row unless `skip` is set.
-fn open_chunk(opener: &mut RowOpener, chunk: &Chunk, decrypting: bool, skip: bool) -> Done {
-    let mut out = Vec::with_capacity(if decrypting { chunk.data.len() } else { 4096 });
+fn open_chunk(opener: &mut RowOpener, chunk: Chunk, decrypting: bool, skip: bool) -> Done {
+    let mut out = chunk.out;
+    // A plaintext is at most 3/4 of its line (base64), plus up to 3 bytes of decoding slack.
+    let end = chunk.lines.last().map_or(0, |l| l.1);
+    out.reserve(if decrypting {
+        end / 4 * 3 + 4 * chunk.lines.len() + 16
+    } else {
+        4096
+    });
     let mut key_ids: Vec<Vec<u8>> = Vec::new();
     let mut nonces = Vec::with_capacity(chunk.lines.len());
     let mut skipped = Vec::new();
@@ -374,7 +408,10 @@ fn open_chunk(opener: &mut RowOpener, chunk: &Chunk, decrypting: bool, skip: boo
                 if decrypting {
                     out.push(b'\n');
                 } else {
-                    out.zeroize();
+                    // Only the bytes written can hold plaintext (a failed or compacted row wipes
+                    // its own tail): wiping the whole capacity here, once per row, cost a full
+                    // memset of the largest row's size for every later row of the chunk.
+                    out.as_mut_slice().zeroize();
                     out.clear();
                 }
             }
@@ -391,6 +428,7 @@ fn open_chunk(opener: &mut RowOpener, chunk: &Chunk, decrypting: bool, skip: boo
     Done {
         seq: chunk.seq,
         out,
+        data: chunk.data,
         released,
         key_ids,
         nonces,
@@ -408,6 +446,7 @@ fn release_in_order(
     progress: &Progress,
     opened_rx: &Receiver<Opened>,
     opts: &Options,
+    pool: &Sender<Buffers>,
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut nonces = NonceTracker::new(opts.exact_nonce_check);
@@ -437,10 +476,13 @@ fn release_in_order(
                     .map_err(|e| Error::io("writing the output", e))?;
             }
             done.out.zeroize();
+            recycle(
+                pool,
+                std::mem::take(&mut done.data),
+                std::mem::take(&mut done.out),
+            );
             summary.released += done.released;
-            for (nonce, row) in &done.nonces {
-                nonces.observe(nonce, *row);
-            }
+            nonces.observe_all(&done.nonces);
             for k in done.key_ids {
                 let k = String::from_utf8_lossy(&k).into_owned();
                 if !summary.key_ids.contains(&k) {

@@ -108,7 +108,12 @@ pub fn parse_line(line: &[u8]) -> Result<Fields<'_>, RowError> {
         // A value without quotes, backslashes or control bytes is its own JSON string text, as
         // long as it is UTF-8 (checked below on the key id; the base64 parts are checked by their
         // decoder, which accepts only ASCII).
-        if !inner.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Branch-free so that it vectorises: this runs over every byte of every row, and the
+        // short-circuiting `any` was ~10% of all CPU time of a decrypt (issue 3 benchmark).
+        let special = inner.iter().fold(0u8, |acc, &b| {
+            acc | u8::from((b == b'"') | (b == b'\\') | (b < 0x20))
+        });
+        if special == 0 {
             return Ok(Fields {
                 value: Cow::Borrowed(inner),
             });
