@@ -64,9 +64,11 @@ pub struct Opened {
 }
 
 /// Counts bytes read through it into a shared counter (for the progress bar).
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
+pub(crate) struct Counting<R> {
+    /// The reader counted.
+    pub(crate) inner: R,
+    /// Where the bytes read are added.
+    pub(crate) count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -74,6 +76,23 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// A file name without its container and NDJSON extensions (`.zip`, `.gz`, `.gzip`, `.ndjson`,
+/// `.jsonl`, in any case and any number): `appointments_17.ndjson.zip` gives `appointments_17`. A
+/// name that is only an extension is kept whole.
+pub fn export_stem(file_name: &str) -> &str {
+    let mut stem = file_name;
+    loop {
+        let lower = stem.to_ascii_lowercase();
+        let Some(ext) = [".zip", ".gz", ".gzip", ".ndjson", ".jsonl"]
+            .into_iter()
+            .find(|ext| lower.ends_with(ext) && lower.len() > ext.len())
+        else {
+            return stem;
+        };
+        stem = &stem[..stem.len() - ext.len()];
     }
 }
 

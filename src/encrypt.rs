@@ -28,6 +28,7 @@ use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::ZipWriter;
 
 use crate::cli::Format;
+use crate::container::Counting;
 use crate::error::{Error, Exit, Result};
 use crate::key::Key;
 use crate::progress::Progress;
@@ -137,17 +138,7 @@ pub fn check_job_id(job_id: &str) -> Result<()> {
 /// `.ndjson` and `.jsonl` extensions removed (`appointments_17.ndjson.zip` gives
 /// `appointments_17`). A name that is only an extension is kept whole.
 pub fn default_job_id(file_name: &str) -> String {
-    let mut stem = file_name;
-    loop {
-        let lower = stem.to_ascii_lowercase();
-        let Some(ext) = [".zip", ".gz", ".gzip", ".ndjson", ".jsonl"]
-            .into_iter()
-            .find(|ext| lower.ends_with(ext) && lower.len() > ext.len())
-        else {
-            return stem.to_owned();
-        };
-        stem = &stem[..stem.len() - ext.len()];
-    }
+    crate::container::export_stem(file_name).to_owned()
 }
 
 /// Whether a ZIP member needs ZIP64 fields: when the input's size is unknown, or when the member
@@ -359,20 +350,6 @@ impl<R: Read> LineReader<R> {
         let mut bigger = Zeroizing::new(vec![0u8; grown]);
         bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
         self.buf = bigger;
-    }
-}
-
-/// Counts bytes read through it (for the progress bar).
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
     }
 }
 

@@ -169,7 +169,7 @@ pub fn report(e: &Error) {
 /// `DIR/<stem>.ndjson` for an input: the file name with its container and NDJSON extensions
 /// (`.zip`, `.gz`, `.gzip`, `.ndjson`, `.jsonl`) removed.
 pub fn output_name(dir: &Path, input: &Path) -> Result<PathBuf> {
-    let mut stem = input
+    let name = input
         .file_name()
         .filter(|_| input.as_os_str() != "-")
         .ok_or_else(|| {
@@ -178,19 +178,8 @@ pub fn output_name(dir: &Path, input: &Path) -> Result<PathBuf> {
                 display_input(input)
             ))
         })?
-        .to_string_lossy()
-        .into_owned();
-    loop {
-        let lower = stem.to_ascii_lowercase();
-        let Some(ext) = [".zip", ".gz", ".gzip", ".ndjson", ".jsonl"]
-            .into_iter()
-            .find(|ext| lower.ends_with(ext) && lower.len() > ext.len())
-        else {
-            break;
-        };
-        stem.truncate(stem.len() - ext.len());
-    }
-    Ok(dir.join(format!("{stem}.ndjson")))
+        .to_string_lossy();
+    Ok(dir.join(format!("{}.ndjson", crate::container::export_stem(&name))))
 }
 
 #[cfg(test)]
