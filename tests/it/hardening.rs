@@ -428,3 +428,16 @@ fn a_terminal_on_standard_input_is_not_waited_on() {
     );
     assert!(screen.contains("EXIT=2"), "{screen:?}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn output_directory_not_writable_is_an_error_naming_it() {
+    // sysfs refuses new files even to root, so this holds for any user running the tests.
+    let out = decrypt_vector("plain.ndjson", &["-o", "/sys/out.ndjson"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: cannot create a temporary file in /sys: Permission denied\n"
+    );
+}
