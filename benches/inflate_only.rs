@@ -60,7 +60,10 @@ fn run(path: &str, wanted: Option<&str>) -> Result<(), Box<dyn std::error::Error
         let hits: Vec<_> = files.iter().filter(|(_, n)| f(n)).collect();
         match hits.as_slice() {
             [one] => Ok(one.0),
-            _ => Err(format!("cannot choose a member among {} candidates", hits.len())),
+            _ => Err(format!(
+                "cannot choose a member among {} candidates",
+                hits.len()
+            )),
         }
     };
     let index = match wanted {
