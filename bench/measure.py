@@ -272,12 +272,22 @@ def main() -> int:
 
     # Critical path of the ZIP pipeline, from per-thread CPU time (one extra run each, not timed).
     critical = {}
+    def median_cpu(argv: list[str], runs: int = 3) -> dict[str, float] | None:
+        got = [thread_cpu(argv) for _ in range(runs)]
+        if not all(got):
+            return None
+        groups = {"reader", "workers", "main"}
+        per = [{"reader": g.get("reader", 0.0), "main": g.get("main", 0.0),
+                "workers": sum(v for k, v in g.items() if k.startswith("worker-"))} for g in got]
+        return {k: statistics.median(p[k] for p in per) for k in groups} | {
+            "total": statistics.median(sum(p.values()) for p in per)}
+
     for n, s in sizes.items():
-        floor = thread_cpu(s["cons"]["inflate"].argv)
+        floor = median_cpu(s["cons"]["inflate"].argv)
         for prefix, _ in tools:
-            per = thread_cpu(s["cons"][prefix + "cs_zip"].argv)
+            per = median_cpu(s["cons"][prefix + "cs_zip"].argv)
             if per and floor:
-                critical[(n, prefix)] = (per, sum(floor.values()))
+                critical[(n, prefix)] = (per, floor["total"])
     load_end = loadavg()
     finished = datetime.datetime.now(datetime.timezone.utc)
 
@@ -402,8 +412,8 @@ def main() -> int:
         w("")
         w("## Where the ZIP decrypt's CPU time goes (per thread)")
         w("")
-        w("One extra run of `decrypt export.zip` (default threads) under `perf record -F 1000`, CPU seconds per")
-        w("thread. The reader inflates and cuts lines, the workers open rows, main releases them in order and")
+        w("Three extra runs of `decrypt export.zip` (default threads) under `perf record -F 1000`; median CPU")
+        w("seconds per thread. The reader inflates and cuts lines, the workers open rows, main releases them in order and")
         w("writes. CPU time hardly depends on the machine's load, so this shows what idle cores could do:")
         w("the run cannot be faster than the reader thread, nor than all threads' CPU time divided by the")
         w(f"cores. The bound is the larger of the two ({nproc} cores here), divided by inflate_only's CPU time")
@@ -412,12 +422,15 @@ def main() -> int:
         w(f"| export | build | reader s | workers s | main s | total CPU s | inflate_only CPU s | bound on {nproc} idle cores, x inflate-only |")
         w("|---|---|---:|---:|---:|---:|---:|---:|")
         for (n, prefix), (per, infl) in critical.items():
-            reader = per.get("reader", 0.0)
-            workers = sum(v for k, v in per.items() if k.startswith("worker-"))
-            main_ = per.get("main", 0.0)
-            total = reader + workers + main_
+            reader, workers, main_, total = per["reader"], per["workers"], per["main"], per["total"]
             bound = max(reader, total / nproc) / infl
             w(f"| {n:,} rows | {prefix[:-1] or 'tool'} | {reader:.2f} | {workers:.2f} | {main_:.2f} | {total:.2f} | {infl:.2f} | {bound:.2f} |")
+    findings = HERE / "FINDINGS.md"
+    if findings.exists():
+        w("")
+        w("## Findings")
+        w("")
+        w(findings.read_text().strip())
     w("")
     w("## Method")
     w("")
