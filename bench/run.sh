@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The issue-3 benchmark in one command: generate exports (once), build, measure, write BENCHMARKS.md.
+# The issue-3 benchmark in one command: generate exports (once), build, measure, write bench/BENCHMARKS.md.
 #
 #   bash bench/run.sh                      # 100k and 1M rows + the 40 MiB-row export, 5 rounds
 #   bash bench/run.sh --rows 250000 --rows 1000000 --rounds 7
 #   bash bench/run.sh --quick              # 20k and 100k rows, 8 MiB row, 3 rounds; writes
-#                                          # bench/work/BENCHMARKS.quick.md, not BENCHMARKS.md
+#                                          # bench/work/BENCHMARKS.quick.md, not bench/BENCHMARKS.md
 #
 # Options: --rows N (repeatable), --rounds R, --huge-mib M (0: skip), --python-full-rows N (run
 # the vendor's Python sample in every round up to N rows, in round 1 only above), --out FILE,
@@ -21,7 +21,7 @@ candidates=()
 rounds=
 huge=
 py_full=100000
-out=BENCHMARKS.md
+out=bench/BENCHMARKS.md
 quick=0
 while (($#)); do
     case "$1" in
@@ -40,7 +40,7 @@ if ((quick)); then
     ((${#rows[@]})) || rows=(20000 100000)
     rounds=${rounds:-3}
     huge=${huge:-8}
-    [[ "$out" != BENCHMARKS.md ]] || out=bench/work/BENCHMARKS.quick.md
+    [[ "$out" != bench/BENCHMARKS.md ]] || out=bench/work/BENCHMARKS.quick.md
 fi
 ((${#rows[@]})) || rows=(100000 1000000)
 rounds=${rounds:-5}
