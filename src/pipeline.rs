@@ -296,16 +296,25 @@ fn split(
             if eof || failed.is_some() || memchr::memrchr(b'\n', &buf[..filled]).is_some() {
                 break;
             }
-            if filled as u64 > max_line {
+            // The whole buffer is one unfinished line. A line's length counts neither a leading
+            // BOM nor its `\r\n` or `\n` ending, so it is too long only once it holds more than
+            // the limit plus a possible `\r`.
+            let bom = if first && buf[..filled].starts_with(b"\xEF\xBB\xBF") {
+                3
+            } else {
+                0
+            };
+            if (filled - bom) as u64 > max_line.saturating_add(1) {
                 return Err(Error::Row {
                     input: name.to_owned(),
                     row,
                     kind: RowError::TooLong { limit: max_line },
                 });
             }
-            let grown = (buf.len() * 2)
-                .min(max_line as usize + 2)
-                .max(buf.len() + 1);
+            let room = usize::try_from(max_line)
+                .unwrap_or(usize::MAX)
+                .saturating_add(6);
+            let grown = (buf.len() * 2).min(room).max(buf.len() + 1);
             buf.resize(grown, 0);
         }
         let mut begin = 0;
@@ -329,7 +338,8 @@ fn split(
             if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
                 return true;
             }
-            if line.len() as u64 > max_line {
+            let len = line.len() - usize::from(line.last() == Some(&b'\r'));
+            if len as u64 > max_line {
                 too_long = Some(*row);
                 return false;
             }
