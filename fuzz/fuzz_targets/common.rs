@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each target uses part of this
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use cipherstream::key::{Key, KeySource};
 use cipherstream::record::RowOpener;
@@ -51,4 +52,27 @@ pub fn assert_complete_lines(out: &[u8]) -> u64 {
         n += 1;
     }
     n
+}
+
+/// Threads in this process, from `/proc/self/task` (Linux).
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task is readable")
+        .count()
+}
+
+/// Wait until the process is back to `before` threads: the pipeline detaches its threads (so an
+/// early error returns at once), and they must all be gone within 5 s of `run_bytes` returning.
+///
+/// Waiting also keeps LeakSanitizer meaningful: libFuzzer checks for leaks right after each input,
+/// and a thread still exiting then shows its thread-local storage as leaked.
+pub fn wait_for_threads(before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads() > before {
+        assert!(
+            Instant::now() < deadline,
+            "pipeline threads still running 5 s after run_bytes returned"
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
 }
