@@ -6,7 +6,7 @@ Writes into fuzz/corpus/<target>/ (git-ignored; libFuzzer adds what it finds bes
                      headers lie about sizes, counts and offsets (made here, not kept in git);
   line:              every distinct non-blank line of every vector (unwrapped from gzip/ZIP),
                      plus a few JSON plaintexts (the `line` target also seals its input as one);
-  roundtrip:         scripts for the roundtrip target (see fuzz_targets/roundtrip.rs): the same
+  roundtrip:         scripts for the roundtrip target (see checks/roundtrip.rs): the same
                      plaintexts under each combination of BOM, CRLF, final newline and gzip.
 Seeds are rewritten on every run; the fixtures themselves are never duplicated in git.
 Standard library only.
@@ -179,16 +179,19 @@ def main() -> int:
         write("line", f"plaintext-{i}", pt)
     good = [p for p in PLAINTEXTS if b"\xff" not in p and p != b"1e400\n"]
     for flags in range(16):
-        # max_line_bytes 64 + 4096; the list repeated 1 or 60 times (past the 256 KiB buffer);
-        # record control bytes: plain, blank line before, whitespace line before, 3 KiB of padding.
-        for repeat in (0, 59):
-            records = b"\0".join(bytes([ctrl]) + p for ctrl, p in zip((0, 1, 2, 12, 0, 3), good))
-            write("roundtrip", f"script-{flags:02d}-{repeat + 1}",
-                  bytes([flags]) + struct.pack("<H", 4096) + bytes([repeat]) + records)
-    write("roundtrip", "script-bad-row", b"\x00\x00\x10\x00" + b"\0".join(
+        # max_line_bytes 4 KiB, or 256 MiB (the CLI's default); the list repeated 1 or 60 times
+        # (past the 256 KiB buffer); record control bytes: plain, blank line before, whitespace
+        # line before, 8 KiB of padding.
+        for max_line in (4096, 256 << 20):
+            for repeat in (0, 59):
+                records = b"\0".join(
+                    bytes([ctrl]) + p for ctrl, p in zip((0, 1, 2, 4, 0, 3), good))
+                write("roundtrip", f"script-{flags:02d}-{max_line}-{repeat + 1}",
+                      bytes([flags]) + struct.pack("<IB", max_line, repeat) + records)
+    write("roundtrip", "script-bad-row", b"\x00" + struct.pack("<IB", 4096, 0) + b"\0".join(
         b"\x00" + p for p in PLAINTEXTS))
     print(f"seeds: {len(vectors)} vectors and {len(zips)} hand-made ZIPs for container and export; "
-          f"{len(lines)} lines and {len(PLAINTEXTS)} plaintexts for line; 33 scripts for roundtrip")
+          f"{len(lines)} lines and {len(PLAINTEXTS)} plaintexts for line; 65 scripts for roundtrip")
     return 0
 
 

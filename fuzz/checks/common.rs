@@ -1,8 +1,6 @@
 //! What the targets share: the fixtures' key and customer id, so the seed corpus (made from
 //! `fixtures/vectors`) authenticates and the fuzzer starts from rows that decrypt.
 
-#![allow(dead_code)] // each target uses part of this
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
