@@ -167,8 +167,7 @@ pub fn read_ndjson<T>(
             }
         }
     } else {
-        let mut file =
-            File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
+        let file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
@@ -178,32 +177,61 @@ pub fn read_ndjson<T>(
                 "is a directory, not an export file",
             ));
         }
-        let n =
-            read_head(&mut file, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(format!("reading {name}"), e))?;
-        let kind = Kind::detect(&head[..n]);
-        match kind {
-            Kind::Zip => read_zip(file, &name, member, count, f),
-            Kind::Gzip => {
-                let opened = Opened {
-                    kind,
-                    member: None,
-                    total: Some(meta.len()),
-                };
-                let reader =
-                    io::BufReader::with_capacity(256 * 1024, Counting { inner: file, count });
-                f(&mut flate2::bufread::MultiGzDecoder::new(reader), &opened)
-            }
-            Kind::Plain => {
-                check_plain(&name, &head[..n])?;
-                let opened = Opened {
-                    kind,
-                    member: None,
-                    total: Some(meta.len()),
-                };
-                f(&mut Counting { inner: file, count }, &opened)
-            }
+        read_ndjson_from(file, &name, meta.len(), member, count, f)
+    }
+}
+
+/// Find the NDJSON in `source`, any seekable byte source, and call `f` with a reader over exactly
+/// those bytes; what [`read_ndjson`] does for a named file (which calls this), for a source without
+/// a path: fuzz targets and tests use it with an `io::Cursor` over bytes in memory. `name` names
+/// the input in errors and `size` is the source's length in bytes (the progress total). `source`
+/// MUST be positioned at its start: its first bytes decide the container.
+pub fn read_ndjson_from<R: Read + Seek, T>(
+    mut source: R,
+    name: &str,
+    size: u64,
+    member: Option<&str>,
+    count: Arc<AtomicU64>,
+    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
+) -> Result<T> {
+    let mut head = [0u8; 64];
+    let n =
+        read_head(&mut source, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("reading {name}"), e))?;
+    let kind = Kind::detect(&head[..n]);
+    match kind {
+        Kind::Zip => read_zip(source, name, member, count, f),
+        Kind::Gzip => {
+            let opened = Opened {
+                kind,
+                member: None,
+                total: Some(size),
+            };
+            let reader = io::BufReader::with_capacity(
+                256 * 1024,
+                Counting {
+                    inner: source,
+                    count,
+                },
+            );
+            f(&mut flate2::bufread::MultiGzDecoder::new(reader), &opened)
+        }
+        Kind::Plain => {
+            check_plain(name, &head[..n])?;
+            let opened = Opened {
+                kind,
+                member: None,
+                total: Some(size),
+            };
+            f(
+                &mut Counting {
+                    inner: source,
+                    count,
+                },
+                &opened,
+            )
         }
     }
 }
@@ -227,8 +255,8 @@ fn check_plain(name: &str, head: &[u8]) -> Result<()> {
     }
 }
 
-fn read_zip<T>(
-    file: File,
+fn read_zip<R: Read + Seek, T>(
+    file: R,
     name: &str,
     member: Option<&str>,
     count: Arc<AtomicU64>,

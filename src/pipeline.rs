@@ -110,10 +110,48 @@ pub fn run(
     input: &Path,
     opener: &RowOpener,
     opts: &Options,
+    sink: Option<&mut dyn Write>,
+    progress: &Progress,
+) -> Result<Summary> {
+    let source = Source::Path(input.to_path_buf());
+    run_source(source, display_input(input), opener, opts, sink, progress)
+}
+
+/// [`run`] over a whole export held in memory (any container) instead of a named input: for fuzz
+/// targets and tests. `name` names the input in errors.
+pub fn run_bytes(
+    data: Vec<u8>,
+    name: &str,
+    opener: &RowOpener,
+    opts: &Options,
+    sink: Option<&mut dyn Write>,
+    progress: &Progress,
+) -> Result<Summary> {
+    run_source(
+        Source::Bytes(data),
+        name.to_owned(),
+        opener,
+        opts,
+        sink,
+        progress,
+    )
+}
+
+/// Where the reader thread gets the input from.
+enum Source {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// The body of [`run`] and [`run_bytes`].
+fn run_source(
+    source: Source,
+    name: String,
+    opener: &RowOpener,
+    opts: &Options,
     mut sink: Option<&mut dyn Write>,
     progress: &Progress,
 ) -> Result<Summary> {
-    let name = display_input(input);
     let threads = opts.threads.max(1);
     let cancel = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -130,7 +168,6 @@ pub fn run(
     // The threads are detached, not scoped: when an early row fails, this thread must be able to
     // report it and exit without waiting for a reader blocked on a slow standard input.
     let reader = {
-        let input: PathBuf = input.to_path_buf();
         let name = name.clone();
         let cancel = cancel.clone();
         let count = count.clone();
@@ -139,13 +176,21 @@ pub fn run(
             .name("reader".into())
             .spawn(move || {
                 let mut seq = 0u64;
-                let result =
-                    container::read_ndjson(&input, opts.member.as_deref(), count, |r, opened| {
-                        let _ = opened_tx.send(opened.clone());
-                        split(
-                            r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq,
-                        )
-                    });
+                let read = |r: &mut dyn Read, opened: &Opened| {
+                    let _ = opened_tx.send(opened.clone());
+                    split(
+                        r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq,
+                    )
+                };
+                let member = opts.member.as_deref();
+                let result = match source {
+                    Source::Path(input) => container::read_ndjson(&input, member, count, read),
+                    Source::Bytes(data) => {
+                        let size = data.len() as u64;
+                        let cursor = io::Cursor::new(data);
+                        container::read_ndjson_from(cursor, &name, size, member, count, read)
+                    }
+                };
                 let _ = work_tx.send(Work::End { seq, result });
             })
             .map_err(|e| Error::io("starting the reader thread", e))?

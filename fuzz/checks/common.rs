@@ -1,0 +1,76 @@
+//! What the targets share: the fixtures' key and customer id, so the seed corpus (made from
+//! `fixtures/vectors`) authenticates and the fuzzer starts from rows that decrypt.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cipherstream::key::{Key, KeySource};
+use cipherstream::record::RowOpener;
+
+/// `fixtures/keys/customer.key`, the key nearly every fixture vector is sealed with. A test key,
+/// public in the repository.
+const KEY_B64: &[u8] = b"KWYaVYUN8EaMDLRkhRmZowpWIjT3d9be5zmL+R9tGKw=";
+/// The customer id of those vectors (`fixtures/manifest.json`).
+pub const CUSTOMER_ID: &str = "cust_4f9a2c71";
+
+/// The fixtures' key.
+pub fn key() -> Key {
+    Key::from_base64(KEY_B64, &KeySource::Env).expect("the fixture key is valid")
+}
+
+/// A row opener for the fixtures' key and customer id (built once, cloned per input).
+pub fn opener() -> RowOpener {
+    static OPENER: OnceLock<RowOpener> = OnceLock::new();
+    OPENER
+        .get_or_init(|| RowOpener::new(key().cipher(), CUSTOMER_ID))
+        .clone()
+}
+
+/// Assert that `text` is what a released row must be: one UTF-8 JSON document on one line.
+pub fn assert_one_json_line(text: &[u8]) {
+    let s = std::str::from_utf8(text).expect("released bytes are UTF-8");
+    assert!(
+        !text.contains(&b'\n') && !text.contains(&b'\r'),
+        "released row spans several lines: {s:?}"
+    );
+    serde_json::from_slice::<serde::de::IgnoredAny>(text)
+        .expect("released row is one JSON document");
+}
+
+/// Assert that `out` holds only complete lines (empty, or ending in `\n`), each one JSON document;
+/// return how many lines.
+pub fn assert_complete_lines(out: &[u8]) -> u64 {
+    let Some(body) = out.strip_suffix(b"\n") else {
+        assert!(out.is_empty(), "output ends in a partial line");
+        return 0;
+    };
+    let mut n = 0;
+    for line in body.split(|&b| b == b'\n') {
+        assert_one_json_line(line);
+        n += 1;
+    }
+    n
+}
+
+/// Threads in this process, from `/proc/self/task` (Linux).
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task is readable")
+        .count()
+}
+
+/// Wait until the process is back to `before` threads: the pipeline detaches its threads (so an
+/// early error returns at once), and they must all be gone within 5 s of `run_bytes` returning.
+///
+/// Waiting also keeps LeakSanitizer meaningful: libFuzzer checks for leaks right after each input,
+/// and a thread still exiting then shows its thread-local storage as leaked.
+pub fn wait_for_threads(before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads() > before {
+        assert!(
+            Instant::now() < deadline,
+            "pipeline threads still running 5 s after run_bytes returned"
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
