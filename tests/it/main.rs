@@ -2,6 +2,7 @@
 
 mod cli;
 mod encrypt;
+mod fuzz_regressions;
 mod hardening;
 mod props;
 mod util;

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-#[path = "../fuzz/checks/mod.rs"]
+#[path = "../../fuzz/checks/mod.rs"]
 mod checks;
 
 #[test]
