@@ -4,13 +4,8 @@
 //! Properties: nothing panics (on any thread: a worker that dies shows up as an error, checked
 //! below); the output holds only complete lines, each one JSON document; on success one line per
 //! released row; when row N fails, exactly rows 0..N were written before the error; the
-//! pipeline's threads (detached by design, so an early error returns without waiting for them)
-//! are all gone within 5 s of `run_bytes` returning.
-//!
-//! Waiting for those threads before the next input is also what keeps LeakSanitizer meaningful
-//! here: libFuzzer checks for leaks right after each input, and a thread still exiting at that
-//! moment shows its thread-local storage as leaked (seen once in the first 10-minute run: 256 bytes
-//! of `__cxa_thread_atexit_impl` and `std::sync::mpmc` context, not reproducible on replay).
+//! pipeline's threads are all gone within 5 s of `run_bytes` returning (see
+//! `common::wait_for_threads`). A panic on any thread aborts the process, which libFuzzer reports.
 
 use std::io::Write;
 
