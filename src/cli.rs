@@ -88,7 +88,12 @@ pub struct ReadArgs {
     pub threads: Option<u16>,
 
     /// Longest line accepted, in bytes; a longer line is an error, not an out-of-memory kill.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1..=4 * 1024 * 1024 * 1024)
+    )]
     pub max_line_bytes: u64,
 
     /// No progress bar and no summary line.
