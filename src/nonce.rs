@@ -2,7 +2,7 @@
 //!
 //! Two rows sealed under one key with one nonce leak the XOR of their plaintexts and let an
 //! attacker forge tags (SPEC section 1). `verify` checks exactly, with memory that grows with the
-//! export (12 bytes and a row index per row). `decrypt` must stay within the throughput issue's
+//! export (16 bytes per row: the nonce and the row index, sorted at the end). `decrypt` must stay within the throughput issue's
 //! memory budget, so it uses a fixed 8 MiB Bloom filter over the first `FILTER_ROWS` rows: a hit
 //! is a *suspect* (about one false suspect per 400 exports of a million rows), reported with the
 //! advice to run `verify` for the exact rows. The filter is cache-blocked: all the bits of one
@@ -10,7 +10,6 @@
 //! function; with 12 bits per nonce it also has fewer false suspects than the 7-hash unblocked
 //! filter it replaced (issue 3 benchmark: that filter was ~7% of all decrypt CPU time).
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 use crate::record::NONCE_LEN;
@@ -27,7 +26,9 @@ pub const FILTER_ROWS: u64 = 1_000_000;
 
 /// Watches the nonces of one export, in row order.
 pub struct NonceTracker {
-    exact: Option<HashMap<[u8; NONCE_LEN], u64>>,
+    /// Exact mode: one `nonce << 32 | row` per row (16 bytes a row, a fifth of a hash map's cost),
+    /// sorted once at the end so equal nonces sit together with their rows in order.
+    exact: Option<Vec<u128>>,
     /// The filter's words, allocated zeroed (so untouched pages cost nothing), 7 words longer
     /// than needed so that blocks can start on a 64-byte boundary at `base`.
     filter: Vec<u64>,
@@ -43,7 +44,7 @@ impl NonceTracker {
     /// An exact tracker (`exact`), or a fixed-memory probabilistic one.
     pub fn new(exact: bool) -> NonceTracker {
         NonceTracker {
-            exact: exact.then(HashMap::new),
+            exact: exact.then(Vec::new),
             filter: Vec::new(),
             base: 0,
             hasher: std::collections::hash_map::RandomState::new(),
@@ -118,11 +119,12 @@ impl NonceTracker {
     /// Record the nonce of `row`.
     pub fn observe(&mut self, nonce: &[u8; NONCE_LEN], row: u64) {
         self.observed += 1;
-        if let Some(map) = &mut self.exact {
-            if let Some(first) = map.insert(*nonce, row) {
-                // Keep the first row as the reference for later repeats too.
-                map.insert(*nonce, first);
-                self.found.push((Some(first), row));
+        if let Some(all) = &mut self.exact {
+            // Rows past 2^32 (an export of terabytes) are beyond the exact check.
+            if let Ok(row) = u32::try_from(row) {
+                let mut wide = [0u8; 16];
+                wide[..NONCE_LEN].copy_from_slice(nonce);
+                all.push(u128::from_be_bytes(wide) | u128::from(row));
             }
             return;
         }
@@ -138,6 +140,21 @@ impl NonceTracker {
 
     /// The reuse found: `(Some(earlier), later)` pairs when exact, `(None, suspect)` otherwise.
     pub fn finish(&mut self) -> Vec<(Option<u64>, u64)> {
+        if let Some(all) = &mut self.exact {
+            all.sort_unstable();
+            let row = |v: u128| u64::from(v as u32);
+            let mut first = None;
+            for pair in all.windows(2) {
+                if pair[0] >> 32 == pair[1] >> 32 {
+                    let earliest = *first.get_or_insert(row(pair[0]));
+                    self.found.push((Some(earliest), row(pair[1])));
+                } else {
+                    first = None;
+                }
+            }
+            self.found.sort_by_key(|&(_, later)| later);
+            all.clear();
+        }
         std::mem::take(&mut self.found)
     }
 }
@@ -154,6 +171,12 @@ mod tests {
         t.observe(&[1; 12], 2);
         t.observe(&[1; 12], 5);
         assert_eq!(t.finish(), vec![(Some(0), 2), (Some(0), 5)]);
+
+        let mut t = NonceTracker::new(true);
+        for (nonce, row) in [(1u8, 0u64), (2, 1), (1, 2), (7, 3), (7, 4), (1, 5), (9, 6)] {
+            t.observe(&[nonce; 12], row);
+        }
+        assert_eq!(t.finish(), vec![(Some(0), 2), (Some(3), 4), (Some(0), 5)]);
     }
 
     #[test]
