@@ -320,3 +320,50 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
         "the exit statuses are in the man page"
     );
 }
+
+#[test]
+fn verify_json_reports_every_input_and_the_first_failure_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let good = fixtures().join("vectors/zip_deflated.zip");
+    let bad = fixtures().join("vectors/auth_tag_flipped_row2.ndjson");
+    let out = cipherstream()
+        .args([
+            "verify",
+            "--json",
+            "--customer-id",
+            "cust_4f9a2c71",
+            "--key-file",
+        ])
+        .arg(&key)
+        .arg(&bad)
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["input"], bad.display().to_string());
+    assert_eq!(lines[0]["ok"], false);
+    assert_eq!(lines[0]["exit_code"], 3);
+    assert_eq!(lines[0]["error"]["row"], 2);
+    assert_eq!(
+        lines[0]["error"]["message"],
+        format!("{}: row 2: authentication failed", bad.display())
+    );
+    assert_eq!(lines[1]["input"], good.display().to_string());
+    assert_eq!(lines[1]["ok"], true);
+    assert_eq!(lines[1]["rows"], 7);
+    assert_eq!(lines[1]["container"], "ZIP");
+    assert_eq!(lines[1]["error"], serde_json::Value::Null);
+    assert!(lines[1]["key_ids"].as_array().is_some_and(|k| k.len() == 1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with("error: 1 of 2 inputs failed\n"),
+        "{stderr}"
+    );
+}
