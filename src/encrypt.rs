@@ -32,7 +32,7 @@ use crate::container::Counting;
 use crate::error::{Error, Exit, Result};
 use crate::key::Key;
 use crate::progress::Progress;
-use crate::record::{seal_value, RowOpener, NONCE_LEN, TAG_LEN};
+use crate::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN};
 
 /// Longest input line accepted, in bytes (without its line ending).
 pub const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
@@ -57,8 +57,6 @@ const READ_BUFFER: usize = 256 * 1024;
 const DEFLATE_LEVEL: u32 = 2;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-const LINE_PREFIX: &[u8] = b"{\"encrypted_data\":\"";
-const LINE_SUFFIX: &[u8] = b"\"}\n";
 
 /// What `encrypt` needs besides the key and the input.
 #[derive(Debug, Clone)]
@@ -221,18 +219,16 @@ impl Sealer {
     /// as row `row` to `out`, under a fresh nonce.
     pub fn seal_line(&mut self, row: u64, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let nonce = self.nonces.take()?;
-        // `seal_value` wipes the scratch buffer's whole capacity after every row: after one huge
-        // row, start again small so later rows do not each pay for wiping it (the old buffer is
-        // wiped once, when dropped). Reserving before the copy means no reallocation can leave
-        // plaintext behind in freed memory.
+        // After one huge row, start again small, so the sealer does not keep that much memory
+        // (the old buffer is wiped when dropped). Reserving before the copy means no
+        // reallocation can leave plaintext behind in freed memory.
         let need = plaintext.len() + TAG_LEN;
         if self.scratch.capacity() > need.max(SCRATCH_KEEP) {
             self.scratch = Zeroizing::new(Vec::new());
         }
         self.scratch.reserve(need);
         let aad = self.aad.aad_for(row);
-        out.extend_from_slice(LINE_PREFIX);
-        seal_value(
+        seal_line(
             &self.cipher,
             aad,
             &nonce,
@@ -241,7 +237,7 @@ impl Sealer {
             &mut self.scratch,
             out,
         );
-        out.extend_from_slice(LINE_SUFFIX);
+        out.push(b'\n');
         Ok(())
     }
 }

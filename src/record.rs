@@ -91,8 +91,10 @@ struct Line<'a> {
     encrypted_data: Cow<'a, str>,
 }
 
-const FAST_PREFIX: &[u8] = b"{\"encrypted_data\":\"";
-const FAST_SUFFIX: &[u8] = b"\"}";
+/// What stands before a line's value in the vendor's exact line shape.
+pub const LINE_PREFIX: &[u8] = b"{\"encrypted_data\":\"";
+/// What stands after it (the line ending not included).
+pub const LINE_SUFFIX: &[u8] = b"\"}";
 
 /// Parse one line (without its `\n`; a trailing `\r` is allowed) into its `encrypted_data` value.
 ///
@@ -102,8 +104,8 @@ const FAST_SUFFIX: &[u8] = b"\"}";
 pub fn parse_line(line: &[u8]) -> Result<Fields<'_>, RowError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if let Some(inner) = line
-        .strip_prefix(FAST_PREFIX)
-        .and_then(|rest| rest.strip_suffix(FAST_SUFFIX))
+        .strip_prefix(LINE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(LINE_SUFFIX))
     {
         // A value without quotes, backslashes or control bytes is its own JSON string text, as
         // long as it is UTF-8 (checked below on the key id; the base64 parts are checked by their
@@ -392,8 +394,27 @@ fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
     Ok(())
 }
 
-/// Seal one plaintext as a vendor-format line body (`key_id:iv:blob`, no JSON around it) into
-/// `out`. The nonce MUST be unique for every row sealed under one key.
+/// Seal one plaintext as a whole vendor-format line, `{"encrypted_data":"<key_id>:<iv>:<blob>"}`
+/// without a line ending, appended to `out`. The nonce MUST be unique for every row sealed under
+/// one key; `key_id` MUST NOT hold characters that JSON would escape (use [`seal_value`] and a JSON
+/// serialiser for such ids).
+pub fn seal_line(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    key_id: &str,
+    plaintext: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(LINE_PREFIX);
+    seal_value(cipher, aad, nonce, key_id, plaintext, scratch, out);
+    out.extend_from_slice(LINE_SUFFIX);
+}
+
+/// Seal one plaintext as a line's value, `key_id:iv_b64:blob_b64` (standard padded base64), with
+/// no JSON around it, appended to `out`. The nonce MUST be unique for every row sealed under one
+/// key. `scratch` is left wiped; only the bytes used are touched, so a large one costs nothing.
 pub fn seal_value(
     cipher: &Aes256Gcm,
     aad: &[u8],
@@ -403,7 +424,6 @@ pub fn seal_value(
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) {
-    use base64::engine::general_purpose::STANDARD;
     scratch.clear();
     scratch.extend_from_slice(plaintext);
     let tag = cipher
@@ -416,14 +436,25 @@ pub fn seal_value(
     scratch.extend_from_slice(&tag);
     out.extend_from_slice(key_id.as_bytes());
     out.push(b':');
-    let mut enc = String::new();
-    STANDARD.encode_string(nonce, &mut enc);
-    out.extend_from_slice(enc.as_bytes());
+    push_base64(out, nonce);
     out.push(b':');
-    enc.clear();
-    STANDARD.encode_string(&scratch[..], &mut enc);
-    out.extend_from_slice(enc.as_bytes());
-    scratch.zeroize();
+    push_base64(out, scratch);
+    scratch.as_mut_slice().zeroize();
+    scratch.clear();
+}
+
+/// Append the standard padded base64 of `bytes`, encoded in place.
+fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    use base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    out.resize(
+        start + base64::encoded_len(bytes.len(), true).expect("fits in usize"),
+        0,
+    );
+    let n = STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .expect("sized by encoded_len");
+    out.truncate(start + n);
 }
 
 #[cfg(test)]
@@ -438,19 +469,16 @@ mod tests {
     fn line_for(cid: &str, row: u64, key_id: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut o = opener(cid);
         let aad = o.aad_for(row).to_vec();
-        let mut value = Vec::new();
-        seal_value(
+        let mut line = Vec::new();
+        seal_line(
             &o.cipher,
             &aad,
             &[3u8; 12],
             key_id,
             plaintext,
             &mut Vec::new(),
-            &mut value,
+            &mut line,
         );
-        let mut line = b"{\"encrypted_data\":\"".to_vec();
-        line.extend_from_slice(&value);
-        line.extend_from_slice(b"\"}");
         line
     }
 

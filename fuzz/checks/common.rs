@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cipherstream::key::{Key, KeySource};
+use cipherstream::pipeline::Options;
 use cipherstream::record::RowOpener;
 
 /// `fixtures/keys/customer.key`, the key nearly every fixture vector is sealed with. A test key,
@@ -24,6 +25,18 @@ pub fn opener() -> RowOpener {
     OPENER
         .get_or_init(|| RowOpener::new(key().cipher(), CUSTOMER_ID))
         .clone()
+}
+
+/// Pipeline options for the whole-export targets: two workers (so ordering across threads is
+/// exercised), decrypt's fixed-memory nonce check, and the given line limit.
+pub fn pipeline_options(max_line_bytes: u64) -> Options {
+    Options {
+        threads: 2,
+        max_line_bytes,
+        member: None,
+        skip_bad_rows: false,
+        exact_nonce_check: false,
+    }
 }
 
 /// Assert that `text` is what a released row must be: one UTF-8 JSON document on one line.

@@ -10,20 +10,14 @@
 use std::io::Write;
 
 use cipherstream::error::Error;
-use cipherstream::pipeline::{self, Options};
+use cipherstream::pipeline;
 use cipherstream::progress::Progress;
 
 use super::common;
 
 /// Run this target's checks on one input: panics when a property does not hold.
 pub fn check(data: &[u8]) {
-    let opts = Options {
-        threads: 2,
-        max_line_bytes: 1 << 20,
-        member: None,
-        skip_bad_rows: false,
-        exact_nonce_check: false,
-    };
+    let opts = common::pipeline_options(1 << 20);
     let threads_before = common::threads();
     let mut out = Vec::new();
     let result = pipeline::run_bytes(

@@ -3,7 +3,7 @@
 //!
 //! The `export` target feeds arbitrary bytes, which almost never carry a valid GCM tag, so it
 //! cannot tell whether the reader cuts, numbers and releases *authentic* rows correctly across
-//! its 256 KiB buffers. Here the harness seals every row itself (with `record::seal_value`, at the
+//! its 256 KiB buffers. Here the harness seals every row itself (with `record::seal_line`, at the
 //! row index the SPEC gives it) and knows the answer.
 //!
 //! Input layout (every byte string is valid):
@@ -25,9 +25,9 @@
 use std::io::Write;
 
 use cipherstream::error::{Error, RowError};
-use cipherstream::pipeline::{self, Options};
+use cipherstream::pipeline;
 use cipherstream::progress::Progress;
-use cipherstream::record::seal_value;
+use cipherstream::record::seal_line;
 
 use super::common;
 
@@ -69,7 +69,6 @@ pub fn check(data: &[u8]) {
         export.extend_from_slice(b"\xEF\xBB\xBF");
     }
     let mut rows: Vec<Row> = Vec::new();
-    let mut value = Vec::new();
     let mut scratch = Vec::new();
     'build: for _ in 0..repeat {
         for record in &records {
@@ -89,20 +88,16 @@ pub fn check(data: &[u8]) {
             let aad = format!("stream:{}:{row}", common::CUSTOMER_ID);
             let mut nonce = [0u8; 12];
             nonce[..8].copy_from_slice(&row.to_le_bytes());
-            value.clear();
-            seal_value(
+            let start = export.len();
+            seal_line(
                 &cipher,
                 aad.as_bytes(),
                 &nonce,
                 "fuzz",
                 &plaintext,
                 &mut scratch,
-                &mut value,
+                &mut export,
             );
-            let start = export.len();
-            export.extend_from_slice(b"{\"encrypted_data\":\"");
-            export.extend_from_slice(&value);
-            export.extend_from_slice(b"\"}");
             if crlf {
                 export.push(b'\r');
             }
@@ -149,13 +144,7 @@ pub fn check(data: &[u8]) {
         export
     };
 
-    let opts = Options {
-        threads: 2,
-        max_line_bytes: max_line,
-        member: None,
-        skip_bad_rows: false,
-        exact_nonce_check: false,
-    };
+    let opts = common::pipeline_options(max_line);
     let threads_before = common::threads();
     let mut out = Vec::new();
     let result = pipeline::run_bytes(
