@@ -118,8 +118,9 @@ impl Key {
         )))
     }
 
-    /// The raw key bytes. Callers MUST NOT copy them anywhere that outlives the `Key`.
-    pub fn bytes(&self) -> &[u8; 32] {
+    /// The raw key bytes, for this module's tests only: nothing else needs them outside a cipher.
+    #[cfg(test)]
+    fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
 

@@ -114,11 +114,6 @@ impl AtomicFile {
         })
     }
 
-    /// The final path.
-    pub fn dest(&self) -> &Path {
-        &self.dest
-    }
-
     /// Flush, sync and rename over the destination.
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("not yet committed");

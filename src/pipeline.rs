@@ -402,9 +402,9 @@ fn split(
             start = end + 1;
         }
         if !stopped && eof && start < cut {
-            stopped = !push(start, cut, &mut row);
+            // The last line, without a final newline; a too-long one is recorded by `push`.
+            push(start, cut, &mut row);
         }
-        let _ = stopped;
         carry.extend_from_slice(&buf[cut..filled]);
         let chunk = Chunk {
             seq: *seq,

@@ -39,11 +39,6 @@ impl Progress {
         Progress::new(false, "")
     }
 
-    /// True when a bar is drawn.
-    pub fn is_visible(&self) -> bool {
-        self.bar.is_some()
-    }
-
     /// Where consumed input bytes are counted.
     pub fn set_count_source(&self, bytes: Option<Arc<AtomicU64>>) {
         *self.bytes.lock().expect("not poisoned") = bytes;
