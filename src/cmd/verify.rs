@@ -40,11 +40,6 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     }
     match first_failure {
         None => Ok(()),
-        Some(exit) if inputs.len() == 1 => Err(Error::Inputs {
-            failed,
-            total: 1,
-            exit,
-        }),
         Some(exit) => Err(Error::Inputs {
             failed,
             total: inputs.len(),
