@@ -32,7 +32,7 @@ use crate::container::Counting;
 use crate::error::{Error, Exit, Result};
 use crate::key::Key;
 use crate::progress::Progress;
-use crate::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN};
+use crate::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN, UTF8_BOM};
 
 /// Longest input line accepted, in bytes (without its line ending).
 pub const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
@@ -55,8 +55,6 @@ const READ_BUFFER: usize = 256 * 1024;
 /// 0.05% of level 6, in about 80% of its time; level 1 (zlib-rs uses fixed trees there) is twice
 /// as fast but writes 93%.
 const DEFLATE_LEVEL: u32 = 2;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What `encrypt` needs besides the key and the input.
 #[derive(Debug, Clone)]

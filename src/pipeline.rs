@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use zeroize::Zeroize;
@@ -24,7 +24,7 @@ use crate::container::{self, Opened};
 use crate::error::{display_input, Error, Result, RowError};
 use crate::nonce::NonceTracker;
 use crate::progress::Progress;
-use crate::record::{RowOpener, NONCE_LEN};
+use crate::record::{RowOpener, NONCE_LEN, UTF8_BOM};
 
 /// Bytes per read buffer. 128 KiB rather than 256: the pool holds `2 * threads + 2` of them plus
 /// their output buffers, and at 256 KiB that left too little room beside the 8 MiB nonce filter for
@@ -69,23 +69,24 @@ pub struct Summary {
     pub member: Option<String>,
 }
 
-/// A slice of the input holding whole lines.
+/// A slice of the input holding whole lines: `data[begin..end]`.
 struct Chunk {
     seq: u64,
-    first_row: u64,
     data: Vec<u8>,
+    begin: usize,
+    end: usize,
     /// The buffer the worker writes the plaintext into (empty, from the pool).
     out: Vec<u8>,
-    /// (start, end) of each non-blank line in `data`, without its `\n`.
+    /// Scratch for the worker's line index (empty, from the pool).
     lines: Vec<(usize, usize)>,
 }
 
 enum Work {
     Chunk(Chunk),
-    /// The reader is done: the row count, or why it stopped.
+    /// The reader is done: how the input ended, or why it stopped.
     End {
         seq: u64,
-        result: Result<u64>,
+        result: Result<ReadEnd>,
     },
 }
 
@@ -96,12 +97,15 @@ struct Done {
     /// The chunk's input buffer, returned to the pool only once `out` has been released, so the
     /// buffers in flight (queued, being opened, or waiting for their turn) never exceed the pool.
     data: Vec<u8>,
+    lines: Vec<(usize, usize)>,
+    /// Rows (non-blank lines) the chunk holds, up to a line that is too long.
+    rows: u64,
     released: u64,
     key_ids: Vec<Vec<u8>>,
     nonces: Vec<([u8; NONCE_LEN], u64)>,
     skipped: Vec<(u64, RowError)>,
     error: Option<(u64, RowError)>,
-    end: Option<Result<u64>>,
+    end: Option<Result<ReadEnd>>,
 }
 
 /// Decrypt (`sink` is `Some`) or verify (`None`) one input, writing plaintext lines to `sink` in
@@ -160,6 +164,7 @@ fn run_source(
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (pool_tx, pool_rx) = mpsc::channel::<Buffers>();
     let (opened_tx, opened_rx) = mpsc::channel::<Opened>();
+    let rows = Arc::new(RowNumbers::default());
     progress.set_count_source(Some(count.clone()));
     for _ in 0..threads * 2 + 2 {
         pool_tx.send(Buffers::new()).expect("receiver alive");
@@ -176,7 +181,7 @@ fn run_source(
             .name("reader".into())
             .spawn(move || {
                 let mut seq = 0u64;
-                let read = |r: &mut dyn Read, opened: &Opened| {
+                let read = |r: &mut dyn Read, opened: &Opened| -> Result<ReadEnd> {
                     let _ = opened_tx.send(opened.clone());
                     split(
                         r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq,
@@ -201,6 +206,8 @@ fn run_source(
         let mut opener = opener.clone();
         let decrypting = sink.is_some();
         let skip = opts.skip_bad_rows;
+        let max_line = opts.max_line_bytes;
+        let rows = rows.clone();
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || loop {
@@ -209,11 +216,15 @@ fn run_source(
                     Err(_) => return,
                 };
                 let done = match work {
-                    Ok(Work::Chunk(chunk)) => open_chunk(&mut opener, chunk, decrypting, skip),
+                    Ok(Work::Chunk(chunk)) => {
+                        open_chunk(&mut opener, chunk, &rows, max_line, decrypting, skip)
+                    }
                     Ok(Work::End { seq, result }) => Done {
                         seq,
                         out: Vec::new(),
                         data: Vec::new(),
+                        lines: Vec::new(),
+                        rows: 0,
                         released: 0,
                         key_ids: Vec::new(),
                         nonces: Vec::new(),
@@ -249,6 +260,7 @@ fn run_source(
 struct Buffers {
     data: Vec<u8>,
     out: Vec<u8>,
+    lines: Vec<(usize, usize)>,
 }
 
 impl Buffers {
@@ -256,24 +268,45 @@ impl Buffers {
         Buffers {
             data: vec![0u8; CHUNK],
             out: Vec::new(),
+            lines: Vec::new(),
         }
     }
 }
 
 /// Give buffers back to the pool, replacing any grown for a huge line by normal ones so the pool
 /// does not keep memory it no longer needs. `out` MUST have been wiped.
-fn recycle(pool: &Sender<Buffers>, mut data: Vec<u8>, mut out: Vec<u8>) {
+fn recycle(
+    pool: &Sender<Buffers>,
+    mut data: Vec<u8>,
+    mut out: Vec<u8>,
+    mut lines: Vec<(usize, usize)>,
+) {
     if data.len() > 4 * CHUNK {
         data = vec![0u8; CHUNK];
     }
     if out.capacity() > 4 * CHUNK {
         out = Vec::new();
     }
+    if lines.capacity() > CHUNK / 8 {
+        lines = Vec::new();
+    }
     out.clear();
-    let _ = pool.send(Buffers { data, out });
+    lines.clear();
+    let _ = pool.send(Buffers { data, out, lines });
 }
 
-/// The reader: fill buffers, cut them on line boundaries, number the rows, hand them out.
+/// How the reader's input ended.
+enum ReadEnd {
+    /// At the end of the input.
+    Complete,
+    /// At a line longer than the limit that did not fit in a buffer: it is the row after every row
+    /// sent, so its index is known only where the rows are counted (`release_in_order`).
+    LineTooLong,
+}
+
+/// The reader: fill buffers and cut them on their last line boundary. It does nothing per line:
+/// this thread inflates, every row waits for it, and the cost of finding and numbering lines
+/// belongs on the workers (issue 3).
 #[allow(clippy::too_many_arguments)]
 fn split(
     r: &mut dyn Read,
@@ -284,21 +317,24 @@ fn split(
     work: &Sender<Work>,
     cancel: &AtomicBool,
     seq: &mut u64,
-) -> Result<u64> {
+) -> Result<ReadEnd> {
     let max_line = opts.max_line_bytes;
     let streaming = opened.total.is_none();
-    let mut row = 0u64;
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
     loop {
-        let Buffers { data: mut buf, out } = loop {
+        let Buffers {
+            data: mut buf,
+            out,
+            lines,
+        } = loop {
             if cancel.load(Ordering::Relaxed) {
-                return Ok(row);
+                return Ok(ReadEnd::Complete);
             }
             match pool.recv_timeout(Duration::from_millis(50)) {
                 Ok(b) => break b,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(row),
+                Err(RecvTimeoutError::Disconnected) => return Ok(ReadEnd::Complete),
             }
         };
         if buf.len() < carry.len() * 2 {
@@ -344,17 +380,13 @@ fn split(
             // The whole buffer is one unfinished line. A line's length counts neither a leading
             // BOM nor its `\r\n` or `\n` ending, so it is too long only once it holds more than
             // the limit plus a possible `\r`.
-            let bom = if first && buf[..filled].starts_with(b"\xEF\xBB\xBF") {
-                3
+            let bom = if first && buf[..filled].starts_with(UTF8_BOM) {
+                UTF8_BOM.len()
             } else {
                 0
             };
             if (filled - bom) as u64 > max_line.saturating_add(1) {
-                return Err(Error::Row {
-                    input: name.to_owned(),
-                    row,
-                    kind: RowError::TooLong { limit: max_line },
-                });
+                return Ok(ReadEnd::LineTooLong);
             }
             let room = usize::try_from(max_line)
                 .unwrap_or(usize::MAX)
@@ -365,92 +397,135 @@ fn split(
         let mut begin = 0;
         if first {
             first = false;
-            if buf[..filled].starts_with(b"\xEF\xBB\xBF") {
-                begin = 3;
+            if buf[..filled].starts_with(UTF8_BOM) {
+                begin = UTF8_BOM.len();
             }
         }
-        let cut = if eof {
+        let end = if eof {
             filled
         } else {
             begin + memchr::memrchr(b'\n', &buf[begin..filled]).map_or(0, |i| i + 1)
         };
-        let first_row = row;
-        let mut lines = Vec::with_capacity((cut - begin) / 256 + 1);
-        let mut start = begin;
-        let mut too_long = None;
-        let mut push = |s: usize, e: usize, row: &mut u64| -> bool {
-            let line = &buf[s..e];
-            if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
-                return true;
-            }
-            let len = line.len() - usize::from(line.last() == Some(&b'\r'));
-            if len as u64 > max_line {
-                too_long = Some(*row);
-                return false;
-            }
-            lines.push((s, e));
-            *row += 1;
-            true
-        };
-        let mut stopped = false;
-        for nl in memchr::memchr_iter(b'\n', &buf[begin..cut]) {
-            let end = begin + nl;
-            if !push(start, end, &mut row) {
-                stopped = true;
-                break;
-            }
-            start = end + 1;
-        }
-        if !stopped && eof && start < cut {
-            // The last line, without a final newline; a too-long one is recorded by `push`.
-            push(start, cut, &mut row);
-        }
-        carry.extend_from_slice(&buf[cut..filled]);
+        carry.extend_from_slice(&buf[end..filled]);
         let chunk = Chunk {
             seq: *seq,
-            first_row,
             data: buf,
+            begin,
+            end,
             out,
             lines,
         };
         *seq += 1;
         if work.send(Work::Chunk(chunk)).is_err() {
-            return Ok(row);
-        }
-        if let Some(bad) = too_long {
-            return Err(Error::Row {
-                input: name.to_owned(),
-                row: bad,
-                kind: RowError::TooLong { limit: max_line },
-            });
+            return Ok(ReadEnd::Complete);
         }
         if let Some(e) = failed {
             return Err(e);
         }
         if eof {
-            return Ok(row);
+            return Ok(ReadEnd::Complete);
         }
     }
 }
 
-/// Open every row of a chunk. Stops at the first bad row unless `skip` is set.
-fn open_chunk(opener: &mut RowOpener, chunk: Chunk, decrypting: bool, skip: bool) -> Done {
-    let mut out = chunk.out;
+/// Hands out row indices to chunks in sequence order. A worker indexes its chunk's lines, then
+/// claims as many row indices as it found, after the chunk before it has claimed its own. Every
+/// claimed chunk claims without waiting for anything but its predecessor, so the wait always ends.
+#[derive(Default)]
+struct RowNumbers {
+    /// (sequence number of the next chunk to claim, its first row index)
+    next: Mutex<(u64, u64)>,
+    turn: Condvar,
+}
+
+impl RowNumbers {
+    /// The first row index of chunk `seq`, which holds `rows` rows.
+    fn claim(&self, seq: u64, rows: u64) -> u64 {
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        while next.0 != seq {
+            next = self.turn.wait(next).unwrap_or_else(PoisonError::into_inner);
+        }
+        let first = next.1;
+        *next = (seq + 1, first + rows);
+        drop(next);
+        self.turn.notify_all();
+        first
+    }
+}
+
+/// Index the non-blank lines of `data[begin..end]` into `lines` as (start, end) without the `\n`,
+/// stopping at a line longer than `max_line` (whose position in `lines` is returned).
+fn index_lines(
+    data: &[u8],
+    begin: usize,
+    end: usize,
+    max_line: u64,
+    lines: &mut Vec<(usize, usize)>,
+) -> Option<usize> {
+    let mut push = |s: usize, e: usize| -> bool {
+        let line = &data[s..e];
+        if line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+            return true;
+        }
+        // A line's length counts neither its `\r\n` nor its `\n`.
+        let len = line.len() - usize::from(line.last() == Some(&b'\r'));
+        if len as u64 > max_line {
+            return false;
+        }
+        lines.push((s, e));
+        true
+    };
+    let mut start = begin;
+    for nl in memchr::memchr_iter(b'\n', &data[begin..end]) {
+        let stop = begin + nl;
+        if !push(start, stop) {
+            return Some(lines.len());
+        }
+        start = stop + 1;
+    }
+    // The last line of the input, without a final newline.
+    if start < end && !push(start, end) {
+        return Some(lines.len());
+    }
+    None
+}
+
+/// Number and open every row of a chunk. Stops at the first bad row unless `skip` is set; a line
+/// that is too long always stops.
+fn open_chunk(
+    opener: &mut RowOpener,
+    chunk: Chunk,
+    numbers: &RowNumbers,
+    max_line: u64,
+    decrypting: bool,
+    skip: bool,
+) -> Done {
+    let Chunk {
+        seq,
+        data,
+        begin,
+        end,
+        mut out,
+        mut lines,
+    } = chunk;
+    lines.clear();
+    let too_long = index_lines(&data, begin, end, max_line, &mut lines);
+    let rows = lines.len() as u64 + u64::from(too_long.is_some());
+    let first_row = numbers.claim(seq, rows);
     // A plaintext is at most 3/4 of its line (base64), plus up to 3 bytes of decoding slack.
-    let end = chunk.lines.last().map_or(0, |l| l.1);
     out.reserve(if decrypting {
-        end / 4 * 3 + 4 * chunk.lines.len() + 16
+        end / 4 * 3 + 4 * lines.len() + 16
     } else {
         4096
     });
     let mut key_ids: Vec<Vec<u8>> = Vec::new();
-    let mut nonces = Vec::with_capacity(chunk.lines.len());
+    let mut nonces = Vec::with_capacity(lines.len());
     let mut skipped = Vec::new();
     let mut error = None;
     let mut released = 0;
-    for (i, &(s, e)) in chunk.lines.iter().enumerate() {
-        let row = chunk.first_row + i as u64;
-        match opener.open_into(row, &chunk.data[s..e], &mut out) {
+    for (i, &(s, e)) in lines.iter().enumerate() {
+        let row = first_row + i as u64;
+        match opener.open_into(row, &data[s..e], &mut out) {
             Ok(opened) => {
                 released += 1;
                 nonces.push((opened.nonce, row));
@@ -480,10 +555,17 @@ fn open_chunk(opener: &mut RowOpener, chunk: Chunk, decrypting: bool, skip: bool
             }
         }
     }
+    if error.is_none() {
+        if let Some(i) = too_long {
+            error = Some((first_row + i as u64, RowError::TooLong { limit: max_line }));
+        }
+    }
     Done {
-        seq: chunk.seq,
+        seq,
         out,
-        data: chunk.data,
+        data,
+        lines,
+        rows,
         released,
         key_ids,
         nonces,
@@ -521,8 +603,18 @@ fn release_in_order(
         while let Some(mut done) = pending.remove(&next) {
             next += 1;
             if let Some(end) = done.end.take() {
-                let rows = end?;
-                summary.rows = rows;
+                match end? {
+                    ReadEnd::Complete => {}
+                    ReadEnd::LineTooLong => {
+                        return Err(Error::Row {
+                            input: name.to_owned(),
+                            row: summary.rows,
+                            kind: RowError::TooLong {
+                                limit: opts.max_line_bytes,
+                            },
+                        })
+                    }
+                }
                 summary.nonce_reuse = nonces.finish();
                 return Ok(summary);
             }
@@ -535,7 +627,9 @@ fn release_in_order(
                 pool,
                 std::mem::take(&mut done.data),
                 std::mem::take(&mut done.out),
+                std::mem::take(&mut done.lines),
             );
+            summary.rows += done.rows;
             summary.released += done.released;
             nonces.observe_all(&done.nonces);
             for k in done.key_ids {

@@ -91,6 +91,9 @@ struct Line<'a> {
     encrypted_data: Cow<'a, str>,
 }
 
+/// A UTF-8 byte order mark, ignored at the start of an export (SPEC: inputs and containers).
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// What stands before a line's value in the vendor's exact line shape.
 pub const LINE_PREFIX: &[u8] = b"{\"encrypted_data\":\"";
 /// What stands after it (the line ending not included).
