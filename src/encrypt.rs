@@ -21,12 +21,12 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aes_gcm::Aes256Gcm;
 use flate2::write::GzEncoder;
 use zeroize::Zeroizing;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::ZipWriter;
 
+use crate::aead::Cipher;
 use crate::cli::Format;
 use crate::container::Counting;
 use crate::error::{Error, Exit, Result};
@@ -193,7 +193,7 @@ impl Default for NonceSource {
 
 /// Seals rows for one key, customer id and key id into vendor-format lines.
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     aad: RowOpener,
     nonces: NonceSource,
     key_id: String,

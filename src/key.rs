@@ -10,11 +10,11 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine as _;
 use sha2::Digest;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::aead::Cipher;
 use crate::error::{Error, Result};
 
 /// Environment variable naming a key file.
@@ -125,8 +125,8 @@ impl Key {
     }
 
     /// An AES-256-GCM cipher for this key (its key schedule is zeroized on drop).
-    pub fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new_from_slice(self.0.as_ref()).expect("32-byte key")
+    pub fn cipher(&self) -> Cipher {
+        Cipher::new(&self.0)
     }
 
     /// A short public fingerprint: the first 8 bytes of SHA-256("cipherstream key id v1" || key), in

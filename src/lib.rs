@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aead;
 pub mod cli;
 pub mod cmd;
 pub mod container;

@@ -16,18 +16,12 @@
 
 use std::borrow::Cow;
 
-use aes_gcm::aead::{inout::InOutBuf, AeadInOut};
-use aes_gcm::aead::{Nonce, Tag};
-use aes_gcm::Aes256Gcm;
 use base64::Engine as _;
 use zeroize::Zeroize;
 
+use crate::aead::Cipher;
+pub use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::error::{Diagnosis, RowError};
-
-/// Bytes of the GCM tag at the end of every blob.
-pub const TAG_LEN: usize = 16;
-/// Bytes of the GCM nonce.
-pub const NONCE_LEN: usize = 12;
 
 /// How far (in row indices, each way) a failing row is tried at other indices to explain why.
 const DIAGNOSE_WINDOW: u64 = 1024;
@@ -177,7 +171,7 @@ pub struct Opened<'a> {
 /// Opens rows for one key and customer id. Cheap to clone for each worker thread.
 #[derive(Clone)]
 pub struct RowOpener {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     b64: B64,
     /// `stream:{customer_id}:`, the AAD without its row index.
     aad: Vec<u8>,
@@ -186,7 +180,7 @@ pub struct RowOpener {
 
 impl RowOpener {
     /// An opener for rows encrypted with `cipher` for `customer_id`.
-    pub fn new(cipher: Aes256Gcm, customer_id: &str) -> RowOpener {
+    pub fn new(cipher: Cipher, customer_id: &str) -> RowOpener {
         let aad = format!("stream:{customer_id}:").into_bytes();
         RowOpener {
             cipher,
@@ -261,21 +255,16 @@ impl RowOpener {
             )));
         }
         let ct_end = start + n - TAG_LEN;
-        let tag = Tag::<Aes256Gcm>::try_from(&out[ct_end..start + n]).expect("16 bytes");
+        let tag: [u8; TAG_LEN] = out[ct_end..start + n].try_into().expect("16 bytes");
         out.truncate(ct_end);
         self.set_row(row);
-        let nonce_arr = Nonce::<Aes256Gcm>::from(nonce);
         if self
             .cipher
-            .decrypt_inout_detached(
-                &nonce_arr,
-                &self.aad,
-                InOutBuf::from(&mut out[start..]),
-                &tag,
-            )
+            .open_in_place(&nonce, &self.aad, &mut out[start..], &tag)
             .is_err()
         {
-            let diagnosis = self.diagnose(row, &nonce_arr, &mut out[start..], &tag);
+            // A failed open leaves zeros: decode the ciphertext again for each index tried.
+            let diagnosis = self.diagnose(row, &nonce, blob_b64, out, start, &tag);
             return Err(RowError::Auth(diagnosis));
         }
         check_and_compact(out, start)?;
@@ -286,14 +275,18 @@ impl RowOpener {
     }
 
     /// Try the failing ciphertext under nearby row indices to tell a wrong key from moved lines.
+    /// `out[start..]` is scratch of the ciphertext's length, `blob_b64` the ciphertext as read.
     fn diagnose(
         &mut self,
         row: u64,
-        nonce: &Nonce<Aes256Gcm>,
-        ct: &mut [u8],
-        tag: &Tag<Aes256Gcm>,
+        nonce: &[u8; NONCE_LEN],
+        blob_b64: &[u8],
+        out: &mut Vec<u8>,
+        start: usize,
+        tag: &[u8; TAG_LEN],
     ) -> Diagnosis {
-        let per_try = ct.len() as u64 + 64;
+        let ct_len = out.len() - start;
+        let per_try = ct_len as u64 + 64;
         let window = DIAGNOSE_WINDOW.min(DIAGNOSE_BUDGET_BYTES / per_try / 2);
         let lo = row.saturating_sub(window);
         let hi = row.saturating_add(window);
@@ -304,14 +297,19 @@ impl RowOpener {
                     continue;
                 };
                 self.set_row(candidate);
-                // Authenticate only: GHASH over the ciphertext, nothing is decrypted on failure,
-                // and on success the buffer is wiped straight away (it is never released).
+                out.resize(start + blob_b64.len() / 4 * 3 + 3, 0);
+                if self.b64.decode_slice(blob_b64, &mut out[start..]).is_err() {
+                    return Diagnosis::Unknown;
+                }
+                out.truncate(start + ct_len);
+                // On failure the buffer is zeros; on success it holds this row's plaintext under
+                // another index, which is wiped straight away (it is never released).
                 if self
                     .cipher
-                    .decrypt_inout_detached(nonce, &self.aad, InOutBuf::from(&mut *ct), tag)
+                    .open_in_place(nonce, &self.aad, &mut out[start..], tag)
                     .is_ok()
                 {
-                    ct.zeroize();
+                    out[start..].zeroize();
                     return Diagnosis::Displaced { actual: candidate };
                 }
             }
@@ -402,7 +400,7 @@ fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
 /// one key; `key_id` MUST NOT hold characters that JSON would escape (use [`seal_value`] and a JSON
 /// serialiser for such ids).
 pub fn seal_line(
-    cipher: &Aes256Gcm,
+    cipher: &Cipher,
     aad: &[u8],
     nonce: &[u8; NONCE_LEN],
     key_id: &str,
@@ -419,7 +417,7 @@ pub fn seal_line(
 /// no JSON around it, appended to `out`. The nonce MUST be unique for every row sealed under one
 /// key. `scratch` is left wiped; only the bytes used are touched, so a large one costs nothing.
 pub fn seal_value(
-    cipher: &Aes256Gcm,
+    cipher: &Cipher,
     aad: &[u8],
     nonce: &[u8; NONCE_LEN],
     key_id: &str,
@@ -429,13 +427,7 @@ pub fn seal_value(
 ) {
     scratch.clear();
     scratch.extend_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_inout_detached(
-            &Nonce::<Aes256Gcm>::from(*nonce),
-            aad,
-            InOutBuf::from(&mut scratch[..]),
-        )
-        .expect("plaintext and AAD are within AES-GCM's limits");
+    let tag = cipher.seal_in_place(nonce, aad, &mut scratch[..]);
     scratch.extend_from_slice(&tag);
     out.extend_from_slice(key_id.as_bytes());
     out.push(b':');
@@ -463,10 +455,9 @@ fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aes_gcm::KeyInit;
 
     fn opener(cid: &str) -> RowOpener {
-        RowOpener::new(Aes256Gcm::new(&[9u8; 32].into()), cid)
+        RowOpener::new(Cipher::new(&[9u8; 32]), cid)
     }
 
     fn line_for(cid: &str, row: u64, key_id: &str, plaintext: &[u8]) -> Vec<u8> {
