@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the fuzz targets and run each for a bounded time, one after another, one process at a time.
 #
-#   bash fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 600 s; line container export roundtrip
+#   bash fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 600 s; line container export json roundtrip
 #
 # Works on a STABLE toolchain: see fuzz/README.md. Exit status 1 if any target found a crash
 # (the input is in fuzz/artifacts/<target>/, the log in fuzz/logs/<target>.log).
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 if [ $# -eq 0 ]; then
-    set -- line container export roundtrip
+    set -- line container export json roundtrip
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -31,7 +31,7 @@ mkdir -p fuzz/logs
 
 # Inputs up to 64 KiB (lines up to 16 KiB) keep executions fast; any single allocation over
 # 256 MiB is a bug for inputs this small (memory must stay bounded), and so is a run over 30 s.
-declare -A max_len=([line]=16384 [container]=65536 [export]=65536 [roundtrip]=65536)
+declare -A max_len=([line]=16384 [container]=65536 [export]=65536 [json]=16384 [roundtrip]=65536)
 failed=()
 for t in "$@"; do
     echo "== fuzzing $t for ${secs}s (log: fuzz/logs/$t.log)"

@@ -7,7 +7,8 @@ Writes into fuzz/corpus/<target>/ (git-ignored; libFuzzer adds what it finds bes
   line:              every distinct non-blank line of every vector (unwrapped from gzip/ZIP),
                      plus a few JSON plaintexts (the `line` target also seals its input as one);
   roundtrip:         scripts for the roundtrip target (see checks/roundtrip.rs): the same
-                     plaintexts under each combination of BOM, CRLF, final newline and gzip.
+                     plaintexts under each combination of BOM, CRLF, final newline and gzip;
+  json:              the same JSON plaintexts, and a few documents at the grammar's corners.
 Seeds are rewritten on every run; the fixtures themselves are never duplicated in git.
 Standard library only.
 """
@@ -149,6 +150,23 @@ PLAINTEXTS = [
 ]
 
 
+# Extra seeds for the `json` target: escapes, surrogates, numbers, nesting, and near misses.
+JSON_SEEDS = [
+    b'{"record_type":"appointment","patient":{"id":"pat_demo_101","name":"Zo\xc3\xab"},'
+    b'"fee":95.00,"tooth":null,"refunded":false,"ok":true,"items":[1,-0.5e-3,2E+10]}',
+    b'"\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\uD800 \\udc00"',
+    b'[0,-0,1.5,-1.25E-10,123456789012345678901234567890,1e400]',
+    b"[" * 200 + b"]" * 200,
+    b'{"a":{"b":[{"c":[]}]}}',
+    b'[01]',
+    b'{"a":1,}',
+    b'"\\u12G4"',
+    b'"\x1f"',
+    b'"\x7f"',
+    b" \t\r\n[ true , false , null ] \n",
+]
+
+
 def write(target: str, name: str, data: bytes) -> None:
     d = CORPUS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -177,6 +195,9 @@ def main() -> int:
         write("line", "line-" + hashlib.sha1(line).hexdigest()[:16], line)
     for i, pt in enumerate(PLAINTEXTS):
         write("line", f"plaintext-{i}", pt)
+        write("json", f"plaintext-{i}", pt)
+    for i, doc in enumerate(JSON_SEEDS):
+        write("json", f"seed-{i}", doc)
     good = [p for p in PLAINTEXTS if b"\xff" not in p and p != b"1e400\n"]
     for flags in range(16):
         # max_line_bytes 4 KiB, or 256 MiB (the CLI's default); the list repeated 1 or 60 times
@@ -191,7 +212,8 @@ def main() -> int:
     write("roundtrip", "script-bad-row", b"\x00" + struct.pack("<IB", 4096, 0) + b"\0".join(
         b"\x00" + p for p in PLAINTEXTS))
     print(f"seeds: {len(vectors)} vectors and {len(zips)} hand-made ZIPs for container and export; "
-          f"{len(lines)} lines and {len(PLAINTEXTS)} plaintexts for line; 65 scripts for roundtrip")
+          f"{len(lines)} lines and {len(PLAINTEXTS)} plaintexts for line; 65 scripts for roundtrip; "
+          f"{len(PLAINTEXTS) + len(JSON_SEEDS)} documents for json")
     return 0
 
 

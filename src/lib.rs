@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod container;
 pub mod encrypt;
 pub mod error;
+pub mod json;
 pub mod key;
 pub mod nonce;
 pub mod output;

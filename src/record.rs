@@ -360,7 +360,7 @@ fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
             e.valid_up_to()
         )));
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(plaintext) {
+    if let Err(e) = crate::json::validate(plaintext) {
         return Err(RowError::Plaintext(e.to_string()));
     }
     if memchr::memchr2(b'\n', b'\r', plaintext).is_some() {

@@ -8,5 +8,6 @@
 pub mod common;
 pub mod container;
 pub mod export;
+pub mod json;
 pub mod line;
 pub mod roundtrip;

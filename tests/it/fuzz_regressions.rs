@@ -30,8 +30,9 @@ fn saved_fuzz_inputs_pass_their_target_checks() {
             Some("line") => checks::line::check,
             Some("container") => checks::container::check,
             Some("export") => checks::export::check,
+            Some("json") => checks::json::check,
             Some("roundtrip") => checks::roundtrip::check,
-            _ => panic!("{name}: not named <line|container|export|roundtrip>-<short-name>"),
+            _ => panic!("{name}: not named <line|container|export|json|roundtrip>-<short-name>"),
         };
         if let Err(panic) = std::panic::catch_unwind(|| check(&data)) {
             let message = panic

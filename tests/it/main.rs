@@ -4,6 +4,7 @@ mod cli;
 mod encrypt;
 mod fuzz_regressions;
 mod hardening;
+mod json_diff;
 mod props;
 mod util;
 mod vectors;
