@@ -354,12 +354,7 @@ pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
 /// several (SPEC section 3). A single-line plaintext is left byte-for-byte as it is.
 fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
     let plaintext = &out[start..];
-    if let Err(e) = std::str::from_utf8(plaintext) {
-        return Err(RowError::Plaintext(format!(
-            "invalid UTF-8 at byte {}",
-            e.valid_up_to()
-        )));
-    }
+    // UTF-8 and JSON in one pass (see `json`).
     if let Err(e) = crate::json::validate(plaintext) {
         return Err(RowError::Plaintext(e.to_string()));
     }

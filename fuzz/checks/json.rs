@@ -8,8 +8,9 @@
 //!   exactly what the reference parser accepts, and `validate` returns exactly the reference
 //!   parser's result, error offset and description included;
 //! - an error's offset is at most the input's length;
-//! - for UTF-8 input (the only input `decrypt` validates), `validate` accepts exactly what
-//!   `serde_json::from_slice::<IgnoredAny>` accepts. Nothing is excluded: `IgnoredAny` has no
+//! - `validate` accepts exactly the inputs that are UTF-8 (`std::str::from_utf8`) and that
+//!   `serde_json::from_slice::<IgnoredAny>` accepts, and an input that is not UTF-8 is refused at
+//!   or before the offset where `from_utf8` stops. Nothing is excluded: `IgnoredAny` has no
 //!   nesting limit (it skips values iteratively; serde_json's limit of 128 levels is for building
 //!   values) and, like `validate`, accepts lone surrogate escapes; `tests/it/json_diff.rs` pins
 //!   both facts down.
@@ -38,12 +39,22 @@ pub fn check(data: &[u8]) {
     if let Err(e) = result {
         assert!(e.offset <= data.len(), "{e} in a {}-byte input", data.len());
     }
-    if std::str::from_utf8(data).is_ok() {
-        let serde = serde_json::from_slice::<IgnoredAny>(data).map_err(|e| e.to_string());
-        assert_eq!(
-            result.is_ok(),
-            serde.is_ok(),
-            "validate: {result:?}; serde_json: {serde:?}"
-        );
+    match std::str::from_utf8(data) {
+        Ok(_) => {
+            let serde = serde_json::from_slice::<IgnoredAny>(data).map_err(|e| e.to_string());
+            assert_eq!(
+                result.is_ok(),
+                serde.is_ok(),
+                "validate: {result:?}; serde_json: {serde:?}"
+            );
+        }
+        Err(utf8) => {
+            let e = result.expect_err("accepted an input that is not UTF-8");
+            assert!(
+                e.offset <= utf8.valid_up_to(),
+                "{e}, but UTF-8 is valid up to {}",
+                utf8.valid_up_to()
+            );
+        }
     }
 }

@@ -4,8 +4,8 @@
 //! in the document.
 //!
 //! What is compared, and what is not:
-//! - only inputs that are valid UTF-8 (the caller checks UTF-8 before `validate`); the generators
-//!   below work on `char`s, so every input they make is;
+//! - UTF-8: `validate` checks it too, so it is compared with "`from_utf8` accepts and serde_json
+//!   accepts"; most generators below work on `char`s, and the byte-level ones add invalid UTF-8;
 //! - nesting depth: nothing excluded. serde_json's recursion limit of 128 applies when it builds
 //!   values (`Value`, structs), but `IgnoredAny` goes through its iterative `ignore_value`, which
 //!   has no limit, as [`serde_json_ignored_any_has_no_nesting_limit`] pins down;
@@ -23,14 +23,20 @@ use cipherstream::json::{self, internals};
 /// distance from the end of the document, where the scanner goes from 16-byte to 8-byte to
 /// byte-by-byte steps.
 fn compare(doc: &[u8], shift: usize) -> Result<(), TestCaseError> {
-    if std::str::from_utf8(doc).is_err() {
-        return Ok(());
-    }
     let ours = json::validate(doc);
+    let utf8 = std::str::from_utf8(doc);
     let serde = serde_json::from_slice::<IgnoredAny>(doc);
+    if let (Err(u), Err(e)) = (&utf8, &ours) {
+        prop_assert!(
+            e.offset <= u.valid_up_to(),
+            "{} but UTF-8 is valid up to {}",
+            e,
+            u.valid_up_to()
+        );
+    }
     prop_assert_eq!(
         ours.is_ok(),
-        serde.is_ok(),
+        utf8.is_ok() && serde.is_ok(),
         "validate: {:?}, serde_json: {:?}, on {:?}",
         ours,
         serde.as_ref().err().map(|e| e.to_string()),
@@ -97,6 +103,11 @@ const ALPHABET: &[char] = &[
     '"', '\\', '{', '}', '[', ']', ':', ',', '.', '-', '+', 'e', 'E', '0', '1', '2', '3', '4', '5',
     '6', '7', '8', '9', ' ', '\t', '\n', '\r', 'u', 't', 'r', 'f', 'n', 'l', 'a', 's', 'b', '/',
     'D', '\u{0}', '\u{1f}', '\u{7f}', '\u{a0}', 'é', '€', '😀', '\u{feff}',
+];
+
+/// Bytes that make UTF-8 text invalid where they land (or start a sequence that may).
+const UTF8_BREAKERS: &[u8] = &[
+    0x80, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF,
 ];
 
 #[derive(Debug, Clone)]
@@ -225,6 +236,30 @@ proptest! {
     ) {
         compare(any_text.as_bytes(), shift)?;
         compare(jsonish.into_iter().collect::<String>().as_bytes(), shift)?;
+    }
+
+    /// (d) Serialised values (with non-ASCII strings) with bytes inserted or replaced at byte
+    /// positions, from bytes that break UTF-8: lone continuation bytes, leads of overlong forms,
+    /// surrogates and code points above U+10FFFF, and bytes never valid in UTF-8.
+    #[test]
+    fn byte_mutated_values(
+        doc in serialised(),
+        edits in prop::collection::vec(
+            (any::<usize>(), prop::sample::select(UTF8_BREAKERS), any::<bool>()),
+            1..4,
+        ),
+        shift in shift(),
+    ) {
+        let mut bytes = doc.into_bytes();
+        for (i, b, insert) in edits {
+            let at = i % (bytes.len() + 1);
+            if insert || at == bytes.len() {
+                bytes.insert(at, b);
+            } else {
+                bytes[at] = b;
+            }
+        }
+        compare(&bytes, shift)?;
     }
 
     /// Random sequences of JSON tokens, as they are and mutated.
