@@ -524,7 +524,7 @@ mod scan {
             i += 8;
         }
         while let Some(&b) = doc.get(i) {
-            if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x80 {
+            if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
                 break;
             }
             i += 1;
