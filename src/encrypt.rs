@@ -762,7 +762,7 @@ mod tests {
         let err = encrypt(input, "in", &key, &opts, sink.clone(), &progress).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "in: row 2: not a JSON document: expected ident at column 2"
+            "in: row 2: not a JSON document: invalid literal at byte 1"
         );
         let written = sink.0.lock().unwrap().clone();
         assert!(written.starts_with(b"PK\x03\x04"));
