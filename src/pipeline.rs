@@ -82,6 +82,10 @@ struct Chunk {
     out: Vec<u8>,
     /// Scratch for the worker's line index (empty, from the pool).
     lines: Vec<(usize, usize)>,
+    /// Hash `data[..end]` for the container's CRC-32 check (see `Opened::crc32`). Those ranges
+    /// of consecutive chunks are the input's bytes in order, each once: a chunk's bytes after
+    /// `end` start the next chunk.
+    crc: bool,
 }
 
 enum Work {
@@ -103,6 +107,8 @@ struct Done {
     lines: Vec<(usize, usize)>,
     /// Rows (non-blank lines) the chunk holds, up to a line that is too long.
     rows: u64,
+    /// The CRC-32 of the chunk's bytes, when asked for.
+    crc: Option<crc32fast::Hasher>,
     released: u64,
     key_ids: Vec<Vec<u8>>,
     nonces: Vec<([u8; NONCE_LEN], u64)>,
@@ -228,6 +234,7 @@ fn run_source(
                         data: Vec::new(),
                         lines: Vec::new(),
                         rows: 0,
+                        crc: None,
                         released: 0,
                         key_ids: Vec::new(),
                         nonces: Vec::new(),
@@ -417,6 +424,7 @@ fn split(
             end,
             out,
             lines,
+            crc: opened.crc32.is_some(),
         };
         *seq += 1;
         if work.send(Work::Chunk(chunk)).is_err() {
@@ -510,7 +518,13 @@ fn open_chunk(
         end,
         mut out,
         mut lines,
+        crc,
     } = chunk;
+    let crc = crc.then(|| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&data[..end]);
+        h
+    });
     lines.clear();
     let too_long = index_lines(&data, begin, end, max_line, &mut lines);
     let rows = lines.len() as u64 + u64::from(too_long.is_some());
@@ -569,6 +583,7 @@ fn open_chunk(
         data,
         lines,
         rows,
+        crc,
         released,
         key_ids,
         nonces,
@@ -603,10 +618,14 @@ fn release_in_order(
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
     let mut opened_seen = false;
+    let mut expected_crc = None;
+    let mut crc = crc32fast::Hasher::new();
     for done in done_rx.iter() {
         if !opened_seen {
+            // The reader sends this before its first chunk, so it is here by the first result.
             if let Ok(opened) = opened_rx.try_recv() {
                 opened_seen = true;
+                expected_crc = opened.crc32;
                 summary.container = Some(opened.kind.name());
                 summary.member = opened.member.clone();
                 progress.set_total(opened.total);
@@ -617,7 +636,15 @@ fn release_in_order(
             next += 1;
             if let Some(end) = done.end.take() {
                 match end? {
-                    ReadEnd::Complete => {}
+                    ReadEnd::Complete => {
+                        if expected_crc.is_some_and(|want| want != crc.clone().finalize()) {
+                            return Err(Error::container(
+                                name,
+                                "the ZIP data is corrupt (its CRC-32 does not match the one the \
+                                 archive records)",
+                            ));
+                        }
+                    }
                     ReadEnd::LineTooLong => {
                         return Err(Error::Row {
                             input: name.to_owned(),
@@ -644,6 +671,9 @@ fn release_in_order(
                 std::mem::take(&mut done.out),
                 std::mem::take(&mut done.lines),
             );
+            if let Some(h) = done.crc.take() {
+                crc.combine(&h);
+            }
             summary.rows += done.rows;
             summary.released += done.released;
             nonces.observe_all(&done.nonces);
