@@ -196,6 +196,11 @@ proptest! {
 
 /// Flip one bit of the nonce (part 0), ciphertext (1) or tag (2) of a line, re-encoding it.
 fn flip(line: &[u8], part: usize, bit: prop::sample::Index) -> Vec<u8> {
+    flip_at(line, part, |bits| bit.index(bits))
+}
+
+/// [`flip`] with the bit chosen by `pick` from the number of bits of the part.
+fn flip_at(line: &[u8], part: usize, pick: impl FnOnce(usize) -> usize) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let v: serde_json::Value = serde_json::from_slice(line).unwrap();
     let value = v["encrypted_data"].as_str().unwrap();
@@ -210,10 +215,88 @@ fn flip(line: &[u8], part: usize, bit: prop::sample::Index) -> Vec<u8> {
         1 if tag_start > 0 => &mut blob[..tag_start],
         _ => &mut blob[tag_start..],
     };
-    let i = bit.index(target.len() * 8);
+    let i = pick(target.len() * 8);
     target[i / 8] ^= 1 << (i % 8);
     let value = format!("{key_id}:{}:{}", b64.encode(&iv), b64.encode(&blob));
     serde_json::json!({ "encrypted_data": value })
         .to_string()
         .into_bytes()
+}
+
+/// Rows spread over many pipeline buffers (about 2.4 MB of lines: ten or more 256 KiB chunks),
+/// with blank lines and CRLF endings at chunk boundaries somewhere: every row's index comes from
+/// counting across chunks, so every row must open, in order, at every thread count; and a
+/// tampered row deep inside fails at exactly its index with exactly the rows before it released.
+#[test]
+fn row_indices_carry_across_many_buffers_at_every_thread_count() {
+    let key = [0x42u8; 32];
+    let records: Vec<Vec<u8>> = (0..4000)
+        .map(|i| {
+            let pad = "x".repeat(200 + (i * 37) % 400);
+            format!(r#"{{"row":{i},"note":"{pad}"}}"#).into_bytes()
+        })
+        .collect();
+    let plain = export(
+        &key,
+        "cust_chunks",
+        "k",
+        &records,
+        &["\n", "\r\n", "\n"],
+        &[false, false, true, false, false],
+        true,
+    );
+    assert!(plain.len() > 2_000_000, "{} bytes", plain.len());
+    let expected: Vec<u8> = records
+        .iter()
+        .flat_map(|r| [r.as_slice(), b"\n"].concat())
+        .collect();
+    for container in [Container::Plain, Container::Gzip, Container::Zip] {
+        for threads in [1, 2, 3, 8] {
+            let (out, result) = decrypt(&wrap(&plain, container), &key, "cust_chunks", threads);
+            assert_eq!(result.unwrap(), 4000, "{container:?}, {threads} threads");
+            assert!(
+                out == expected,
+                "{container:?}, {threads} threads: output differs"
+            );
+        }
+    }
+
+    // Tamper with row 3333's ciphertext (its line, counted without the blank lines).
+    let mut lines: Vec<&[u8]> = plain.split(|&b| b == b'\n').collect();
+    let target = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
+        .nth(3333)
+        .map(|(i, _)| i)
+        .unwrap();
+    let tampered_line = flip_at(
+        lines[target].strip_suffix(b"\r").unwrap_or(lines[target]),
+        1,
+        |_| 0,
+    );
+    lines[target] = &tampered_line;
+    let tampered = lines.join(&b'\n');
+    for threads in [1, 2, 3, 8] {
+        let (out, result) = decrypt(&tampered, &key, "cust_chunks", threads);
+        match result {
+            Err(Error::Row {
+                row: 3333,
+                kind: RowError::Auth(_),
+                ..
+            }) => {}
+            other => {
+                panic!("{threads} threads: expected an auth failure at row 3333, got {other:?}")
+            }
+        }
+        assert!(
+            out == expected[..expected_prefix_len(&records, 3333)],
+            "{threads} threads: released rows differ"
+        );
+    }
+}
+
+/// Bytes of output for the first `rows` records.
+fn expected_prefix_len(records: &[Vec<u8>], rows: usize) -> usize {
+    records[..rows].iter().map(|r| r.len() + 1).sum()
 }
