@@ -389,16 +389,24 @@ impl<R: Read> Read for Inflate<R> {
                 )
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             self.pos += (self.z.total_in() - in_before) as usize;
-            let n = (self.z.total_out() - out_before) as usize;
+            let mut n = (self.z.total_out() - out_before) as usize;
             let total = self.z.total_out();
             if total > self.declared {
-                return Err(io::Error::new(
+                // Hand on the bytes up to the declared size, then fail.
+                let e = io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
                         "the member holds more bytes than the {} it declares",
                         self.declared
                     ),
-                ));
+                );
+                n -= (total - self.declared) as usize;
+                self.finished = true;
+                if n == 0 {
+                    return Err(e);
+                }
+                self.failed = Some(e);
+                return Ok(n);
             }
             if status == flate2::Status::StreamEnd {
                 self.finished = true;

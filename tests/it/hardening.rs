@@ -441,3 +441,137 @@ fn output_directory_not_writable_is_an_error_naming_it() {
         "error: cannot create a temporary file in /sys: Permission denied\n"
     );
 }
+
+/// A checksum that fails at the end of the data holds back an unterminated last line in every
+/// container (a deflated ZIP member, whose CRC-32 the workers check after inflating; a stored
+/// one and gzip, whose readers check it themselves) and releases the complete lines before it,
+/// at every thread count.
+#[test]
+fn a_bad_checksum_holds_back_an_unterminated_last_line_in_every_container() {
+    use std::io::{Read, Write};
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(vector("zip_stored.zip")).unwrap()).unwrap();
+    let mut plain = Vec::new();
+    archive
+        .by_index(0)
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain.pop(), Some(b'\n'));
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let decrypt = |bytes: &[u8], threads: &str| {
+        let input = dir.path().join("input");
+        std::fs::write(&input, bytes).unwrap();
+        cipherstream()
+            .arg("decrypt")
+            .arg(&input)
+            .args(["--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .args(["--threads", threads])
+            .output()
+            .unwrap()
+    };
+    let all = decrypt(&plain, "1");
+    assert_eq!(all.status.code(), Some(0));
+    assert_eq!(all.stdout.iter().filter(|&&b| b == b'\n').count(), 7);
+    let six = all
+        .stdout
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(5)
+        .unwrap()
+        .0;
+    let expected = &all.stdout[..=six];
+
+    let zip_with_bad_crc = |method| {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        w.start_file("job.ndjson", opts).unwrap();
+        w.write_all(&plain).unwrap();
+        let mut bytes = w.finish().unwrap().into_inner();
+        assert_eq!(&bytes[..4], b"PK\x03\x04");
+        bytes[14] ^= 1;
+        let cd = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        bytes[cd + 16] ^= 1;
+        bytes
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let mut gzip = gz.finish().unwrap();
+    let crc_at = gzip.len() - 8;
+    gzip[crc_at] ^= 1;
+    for (what, bytes) in [
+        (
+            "deflated ZIP",
+            zip_with_bad_crc(zip::CompressionMethod::Deflated),
+        ),
+        (
+            "stored ZIP",
+            zip_with_bad_crc(zip::CompressionMethod::Stored),
+        ),
+        ("gzip", gzip),
+    ] {
+        for threads in ["1", "2", "8"] {
+            let out = decrypt(&bytes, threads);
+            assert_eq!(out.status.code(), Some(1), "{what}, {threads} threads");
+            assert!(
+                out.stdout == expected,
+                "{what}, {threads} threads: released {} bytes, expected the first 6 rows",
+                out.stdout.len()
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("corrupt"), "{what}: {stderr}");
+        }
+    }
+}
+
+/// A blank line longer than `--max-line-bytes` is refused at every thread count: whether the
+/// reader (a buffer with no line end) or a worker sees it depends on buffer sizes, and the two
+/// once disagreed about blank lines.
+#[test]
+fn a_long_blank_line_is_refused_at_every_thread_count() {
+    use std::io::Read;
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(vector("zip_stored.zip")).unwrap()).unwrap();
+    let mut plain = Vec::new();
+    archive
+        .by_index(0)
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    let first = plain.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    // Short blank lines (one buffer) and long ones (several buffers).
+    for blank in [2_000usize, 600_000] {
+        let mut input = plain[..first].to_vec();
+        input.extend(std::iter::repeat_n(b' ', blank));
+        input.push(b'\n');
+        input.extend_from_slice(&plain[first..]);
+        let path = dir.path().join("input.ndjson");
+        std::fs::write(&path, &input).unwrap();
+        for threads in ["1", "2", "3", "8"] {
+            let out = cipherstream()
+                .arg("decrypt")
+                .arg(&path)
+                .args(["--customer-id", VEC_ID, "--key-file"])
+                .arg(&key)
+                .args(["--threads", threads, "--max-line-bytes", "1000"])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{blank} spaces, {threads} threads"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("row 1: line is longer than the limit of 1000 bytes"),
+                "{blank} spaces, {threads} threads: {stderr}"
+            );
+            assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 1);
+        }
+    }
+}
