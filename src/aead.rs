@@ -11,7 +11,12 @@
 //! `ring` does not wipe its expanded key (AES round keys and the GHASH key powers) on drop, so
 //! [`Cipher`] does: the key lives in a `MaybeUninit` that is overwritten with zeros, by volatile
 //! writes, once it has been dropped. The schedule holds no pointers to other memory (it is plain
-//! arrays), so those bytes are all there is to wipe.
+//! arrays), so those bytes are all there is to wipe at its final place. Key setup also leaves
+//! temporaries on the stack (the GHASH key H among them, which `aes-gcm` wiped and `ring` does
+//! not), so [`Cipher::new`] overwrites the stack its setup used before returning. A `Cipher` is not
+//! `Clone`: callers share one (`Arc`) rather than copy the schedule around. Copies that the
+//! compiler makes when a value moves cannot be reached from safe code; the key is built in a
+//! separate frame and moved once, into its caller.
 
 use std::mem::MaybeUninit;
 
@@ -37,6 +42,14 @@ pub struct Unauthentic;
 impl Cipher {
     /// A cipher for a 32-byte key.
     pub fn new(key: &[u8; 32]) -> Cipher {
+        let cipher = Self::build(key);
+        scrub_stack();
+        cipher
+    }
+
+    /// Key setup, in a frame of its own so that [`scrub_stack`] covers what it left behind.
+    #[inline(never)]
+    fn build(key: &[u8; 32]) -> Cipher {
         let unbound = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key");
         Cipher {
             key: MaybeUninit::new(LessSafeKey::new(unbound)),
@@ -91,12 +104,14 @@ impl Cipher {
     }
 }
 
-impl Clone for Cipher {
-    fn clone(&self) -> Cipher {
-        Cipher {
-            key: MaybeUninit::new(self.key().clone()),
-        }
-    }
+/// Overwrite the stack just below the caller's frame, where the frames of the function it just
+/// called (key setup, and `ring`'s own) left their temporaries: 16 KiB is several times what
+/// that setup uses.
+#[inline(never)]
+fn scrub_stack() {
+    let mut area = [0u8; 16 * 1024];
+    area.zeroize();
+    std::hint::black_box(&area);
 }
 
 impl Drop for Cipher {
@@ -164,7 +179,7 @@ mod tests {
         let tag: [u8; 16] = hex(TAG).try_into().unwrap();
         let mut aad = hex(AAD);
         aad[0] ^= 1;
-        let c = cipher().clone();
+        let c = cipher();
         assert_eq!(
             c.open_in_place(&hex(IV).try_into().unwrap(), &aad, &mut buf, &tag),
             Err(Unauthentic)

@@ -15,6 +15,7 @@
 //! row started.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use zeroize::Zeroize;
@@ -171,7 +172,8 @@ pub struct Opened<'a> {
 /// Opens rows for one key and customer id. Cheap to clone for each worker thread.
 #[derive(Clone)]
 pub struct RowOpener {
-    cipher: Cipher,
+    /// Shared, not copied, by every worker's opener: one key schedule to wipe, wherever it is.
+    cipher: Arc<Cipher>,
     b64: B64,
     /// `stream:{customer_id}:`, the AAD without its row index.
     aad: Vec<u8>,
@@ -183,7 +185,7 @@ impl RowOpener {
     pub fn new(cipher: Cipher, customer_id: &str) -> RowOpener {
         let aad = format!("stream:{customer_id}:").into_bytes();
         RowOpener {
-            cipher,
+            cipher: Arc::new(cipher),
             b64: b64_engine(),
             aad_prefix_len: aad.len(),
             aad,
