@@ -432,7 +432,7 @@ def main() -> int:
         w("## Where the ZIP decrypt's CPU time goes (per thread)")
         w("")
         w("Three extra rounds of `decrypt export.zip` (default threads) and inflate_only under `perf record -F 1000`;")
-        w("median CPU seconds per thread. The reader inflates and cuts lines, the workers open rows, main releases them in order and")
+        w("median CPU seconds per thread. The reader inflates and cuts buffers at their last line end, the workers find, number and open rows, main releases them in order and")
         w("writes. CPU time hardly depends on the machine's load, so this shows what idle cores could do:")
         w("the run cannot be faster than the reader thread, nor than all threads' CPU time divided by the")
         w(f"cores. The bound is the larger of the two ({nproc} cores here), divided by inflate_only's CPU time")
