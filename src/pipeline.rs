@@ -1,11 +1,14 @@
 //! The streaming engine: read, split into rows, open rows in parallel, release them in order.
 //!
-//! One reader thread pulls NDJSON bytes out of the container into fixed-size buffers, cuts each on
-//! its last line boundary, and tags it with the index of its first row (blank lines take no
-//! index). Worker threads open the rows of whole buffers. The calling thread releases results
-//! strictly in row order, so output, row indices and the first error reported are the same at every
-//! thread count. Memory is bounded by the buffer pool: a handful of buffers of `CHUNK` bytes, or
-//! of the longest line when one line is larger (issue 3).
+//! One reader thread pulls NDJSON bytes out of the container into fixed-size buffers and cuts each
+//! on its last line boundary; nothing else, since every row waits for it (it also inflates). A
+//! worker thread takes a whole buffer, finds its lines, takes the buffer's first row index from
+//! [`RowNumbers`] in buffer order (blank lines take no index), and opens the rows; when the
+//! container's CRC-32 is left to the caller (`Opened::crc32`), it also hashes the buffer. The
+//! calling thread releases results strictly in row order, combining those hashes, so output, row
+//! indices and the first error reported are the same at every thread count. Memory is bounded by
+//! the buffer pool: `threads + 3` buffers of `CHUNK` bytes, or of the longest line when one line
+//! is larger (issue 3).
 //!
 //! Buffers are kept full length and a fill index is tracked: re-zeroing a buffer on every read is a
 //! measured pitfall (issue 3).
