@@ -3,7 +3,7 @@
 //! One reader thread pulls NDJSON bytes out of the container into fixed-size buffers and cuts each
 //! on its last line boundary; nothing else, since every row waits for it (it also inflates). A
 //! worker thread takes a whole buffer, finds its lines, takes the buffer's first row index from
-//! [`RowNumbers`] in buffer order (blank lines take no index), and opens the rows; when the
+//! `RowNumbers` in buffer order (blank lines take no index), and opens the rows; when the
 //! container's CRC-32 is left to the caller (`Opened::crc32`), it also hashes the buffer. The
 //! calling thread releases results strictly in row order, combining those hashes, so output, row
 //! indices and the first error reported are the same at every thread count. Memory is bounded by
