@@ -388,8 +388,17 @@ impl<R: Read> Read for Inflate<R> {
                     flate2::FlushDecompress::None,
                 )
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            self.pos += (self.z.total_in() - in_before) as usize;
+            let consumed = (self.z.total_in() - in_before) as usize;
+            self.pos += consumed;
             let mut n = (self.z.total_out() - out_before) as usize;
+            if n == 0 && consumed == 0 && self.pos < self.len && status != flate2::Status::StreamEnd
+            {
+                // zlib makes progress whenever it has input and room; never spin if it does not.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the deflate stream makes no progress",
+                ));
+            }
             let total = self.z.total_out();
             if total > self.declared {
                 // Hand on the bytes up to the declared size, then fail.
