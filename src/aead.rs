@@ -57,7 +57,7 @@ impl Cipher {
     }
 
     fn key(&self) -> &LessSafeKey {
-        // SAFETY: `key` is initialised by `new` and `clone` and stays so until `drop`.
+        // SAFETY: `key` is initialised by `build` (the only constructor) and stays so until `drop`.
         unsafe { self.key.assume_init_ref() }
     }
 
