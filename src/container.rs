@@ -651,4 +651,53 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("z: the ZIP data is"), "{text}");
     }
+
+    /// A deflated member that holds more than it declares yields exactly the declared bytes, then
+    /// the error (the bytes of the read that crosses the limit are not lost or exceeded).
+    #[test]
+    fn a_member_longer_than_declared_yields_exactly_the_declared_bytes() {
+        let data: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let declared = 100_003u32;
+        let mut zip = zip_of(&data, zip::CompressionMethod::Deflated);
+        // Uncompressed size: local header offset 22, central directory entry offset 24.
+        zip[22..26].copy_from_slice(&declared.to_le_bytes());
+        let cd = zip.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+        zip[cd + 24..cd + 28].copy_from_slice(&declared.to_le_bytes());
+        for step in [1000, 4096, 256 * 1024] {
+            let size = zip.len() as u64;
+            let count = Arc::new(AtomicU64::new(0));
+            let (got, err) = read_ndjson_from(
+                io::Cursor::new(zip.clone()),
+                "z",
+                size,
+                None,
+                count,
+                |r, opened| {
+                    let mut out = Vec::new();
+                    let mut buf = vec![0u8; step];
+                    loop {
+                        match r.read(&mut buf) {
+                            Ok(0) => return Ok((out, None)),
+                            Ok(n) => out.extend_from_slice(&buf[..n]),
+                            Err(e) => {
+                                return Ok((out, Some(read_error("z", opened, e).to_string())))
+                            }
+                        }
+                    }
+                },
+            )
+            .unwrap();
+            assert_eq!(got, &data[..declared as usize], "reads of {step}");
+            assert_eq!(
+                err.as_deref(),
+                Some(
+                    "z: the ZIP data is corrupt (the member holds more bytes than the 100003 it \
+                     declares)"
+                ),
+                "reads of {step}"
+            );
+        }
+    }
 }
