@@ -64,6 +64,11 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
+/// `Err` with a [`JsonError`] at `offset`.
+fn fail<T>(offset: usize, what: &'static str) -> Result<T, JsonError> {
+    Err(JsonError { offset, what })
+}
+
 const EXPECTED_VALUE: &str = "expected a value";
 const EXPECTED_VALUE_OR_BRACKET: &str = "expected a value or ']'";
 const EXPECTED_KEY: &str = "expected a string key";
@@ -139,7 +144,6 @@ pub mod internals {
 /// The number starting at `doc[at]`, for the reference parser; returns the offset just past it.
 #[inline]
 fn number(doc: &[u8], at: usize) -> Result<usize, JsonError> {
-    let err = |offset, what| Err(JsonError { offset, what });
     let digits = |mut i: usize| {
         while matches!(doc.get(i), Some(b'0'..=b'9')) {
             i += 1;
@@ -154,19 +158,19 @@ fn number(doc: &[u8], at: usize) -> Result<usize, JsonError> {
         Some(b'0') => {
             i += 1;
             if matches!(doc.get(i), Some(b'0'..=b'9')) {
-                return err(i, BAD_NUMBER);
+                return fail(i, BAD_NUMBER);
             }
         }
         Some(b'1'..=b'9') => i = digits(i + 1),
-        Some(_) => return err(i, BAD_NUMBER),
-        None => return err(i, END_OF_INPUT),
+        Some(_) => return fail(i, BAD_NUMBER),
+        None => return fail(i, END_OF_INPUT),
     }
     if doc.get(i) == Some(&b'.') {
         i += 1;
         match doc.get(i) {
             Some(b'0'..=b'9') => i = digits(i + 1),
-            Some(_) => return err(i, BAD_NUMBER),
-            None => return err(i, END_OF_INPUT),
+            Some(_) => return fail(i, BAD_NUMBER),
+            None => return fail(i, END_OF_INPUT),
         }
     }
     if matches!(doc.get(i), Some(b'e' | b'E')) {
@@ -176,8 +180,8 @@ fn number(doc: &[u8], at: usize) -> Result<usize, JsonError> {
         }
         match doc.get(i) {
             Some(b'0'..=b'9') => i = digits(i + 1),
-            Some(_) => return err(i, BAD_NUMBER),
-            None => return err(i, END_OF_INPUT),
+            Some(_) => return fail(i, BAD_NUMBER),
+            None => return fail(i, END_OF_INPUT),
         }
     }
     Ok(i)
@@ -272,38 +276,18 @@ mod reference {
                                 match doc.get(i + k) {
                                     None => return Err(end(doc)),
                                     Some(h) if h.is_ascii_hexdigit() => {}
-                                    Some(_) => {
-                                        return Err(JsonError {
-                                            offset: i + k,
-                                            what: BAD_ESCAPE,
-                                        })
-                                    }
+                                    Some(_) => return fail(i + k, BAD_ESCAPE),
                                 }
                             }
                             i += 5;
                         }
-                        Some(_) => {
-                            return Err(JsonError {
-                                offset: i,
-                                what: BAD_ESCAPE,
-                            })
-                        }
+                        Some(_) => return fail(i, BAD_ESCAPE),
                     }
                 }
-                Some(&b) if b < 0x20 => {
-                    return Err(JsonError {
-                        offset: i,
-                        what: CONTROL,
-                    })
-                }
+                Some(&b) if b < 0x20 => return fail(i, CONTROL),
                 Some(&b) if b >= 0x80 => match utf8_char(doc, i) {
                     Some(next) => i = next,
-                    None => {
-                        return Err(JsonError {
-                            offset: i,
-                            what: BAD_UTF8,
-                        })
-                    }
+                    None => return fail(i, BAD_UTF8),
                 },
                 Some(_) => i += 1,
             }
@@ -315,12 +299,7 @@ mod reference {
             match doc.get(at + k) {
                 None => return Err(end(doc)),
                 Some(&b) if b == expected => {}
-                Some(_) => {
-                    return Err(JsonError {
-                        offset: at + k,
-                        what: BAD_LITERAL,
-                    })
-                }
+                Some(_) => return fail(at + k, BAD_LITERAL),
             }
         }
         Ok(at + word.len())
@@ -332,10 +311,7 @@ mod reference {
         let i = skip_ws(doc, string(doc, at)?);
         match doc.get(i) {
             Some(b':') => Ok(i + 1),
-            Some(_) => Err(JsonError {
-                offset: i,
-                what: EXPECTED_COLON,
-            }),
+            Some(_) => fail(i, EXPECTED_COLON),
             None => Err(end(doc)),
         }
     }
@@ -362,12 +338,7 @@ mod reference {
                             expected = EXPECTED_VALUE;
                             continue 'value;
                         }
-                        Some(_) => {
-                            return Err(JsonError {
-                                offset: j,
-                                what: EXPECTED_KEY_OR_BRACE,
-                            })
-                        }
+                        Some(_) => return fail(j, EXPECTED_KEY_OR_BRACE),
                         None => return Err(end(doc)),
                     }
                 }
@@ -389,12 +360,7 @@ mod reference {
                 b'f' => literal(doc, i, b"false")?,
                 b'n' => literal(doc, i, b"null")?,
                 b'-' | b'0'..=b'9' => number(doc, i)?,
-                _ => {
-                    return Err(JsonError {
-                        offset: i,
-                        what: expected,
-                    })
-                }
+                _ => return fail(i, expected),
             };
             // A value ended at `i`: close containers until one wants another value.
             loop {
@@ -402,10 +368,7 @@ mod reference {
                 if kinds.is_empty() {
                     return match i == doc.len() {
                         true => Ok(()),
-                        false => Err(JsonError {
-                            offset: i,
-                            what: TRAILING,
-                        }),
+                        false => fail(i, TRAILING),
                     };
                 }
                 let object = kinds.in_object();
@@ -419,12 +382,7 @@ mod reference {
                                 expected = EXPECTED_VALUE;
                                 continue 'value;
                             }
-                            Some(_) => {
-                                return Err(JsonError {
-                                    offset: j,
-                                    what: EXPECTED_KEY,
-                                })
-                            }
+                            Some(_) => return fail(j, EXPECTED_KEY),
                             None => return Err(end(doc)),
                         }
                     }
@@ -442,14 +400,11 @@ mod reference {
                         i += 1;
                     }
                     Some(_) => {
-                        return Err(JsonError {
-                            offset: i,
-                            what: if object {
-                                EXPECTED_COMMA_OR_BRACE
-                            } else {
-                                EXPECTED_COMMA_OR_BRACKET
-                            },
-                        })
+                        let what = match object {
+                            true => EXPECTED_COMMA_OR_BRACE,
+                            false => EXPECTED_COMMA_OR_BRACKET,
+                        };
+                        return fail(i, what);
                     }
                 }
             }
