@@ -92,14 +92,37 @@ fn a_forty_mib_row_from_the_independent_generator() {
 fn decrypt_vector(name: &str, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let key = private_key(dir.path(), "keys/customer.key");
+    decrypt_file(&vector(name), &key, args)
+}
+
+/// Decrypt `input` with the vectors' customer id and `key`.
+fn decrypt_file(
+    input: &std::path::Path,
+    key: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
     cipherstream()
         .arg("decrypt")
-        .arg(vector(name))
+        .arg(input)
         .args(["--customer-id", VEC_ID, "--key-file"])
         .arg(key)
         .args(args)
         .output()
         .unwrap()
+}
+
+/// The NDJSON inside `zip_stored.zip`: 7 rows, each ending in `\n`.
+fn stored_vector_ndjson() -> Vec<u8> {
+    use std::io::Read;
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(vector("zip_stored.zip")).unwrap()).unwrap();
+    let mut plain = Vec::new();
+    archive
+        .by_index(0)
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    plain
 }
 
 #[test]
@@ -448,29 +471,14 @@ fn output_directory_not_writable_is_an_error_naming_it() {
 /// at every thread count.
 #[test]
 fn a_bad_checksum_holds_back_an_unterminated_last_line_in_every_container() {
-    use std::io::{Read, Write};
-    let mut archive =
-        zip::ZipArchive::new(std::fs::File::open(vector("zip_stored.zip")).unwrap()).unwrap();
-    let mut plain = Vec::new();
-    archive
-        .by_index(0)
-        .unwrap()
-        .read_to_end(&mut plain)
-        .unwrap();
+    let mut plain = stored_vector_ndjson();
     assert_eq!(plain.pop(), Some(b'\n'));
     let dir = tempfile::tempdir().unwrap();
     let key = private_key(dir.path(), "keys/customer.key");
     let decrypt = |bytes: &[u8], threads: &str| {
         let input = dir.path().join("input");
         std::fs::write(&input, bytes).unwrap();
-        cipherstream()
-            .arg("decrypt")
-            .arg(&input)
-            .args(["--customer-id", VEC_ID, "--key-file"])
-            .arg(&key)
-            .args(["--threads", threads])
-            .output()
-            .unwrap()
+        decrypt_file(&input, &key, &["--threads", threads])
     };
     let all = decrypt(&plain, "1");
     assert_eq!(all.status.code(), Some(0));
@@ -532,15 +540,7 @@ fn a_bad_checksum_holds_back_an_unterminated_last_line_in_every_container() {
 /// once disagreed about blank lines.
 #[test]
 fn a_long_blank_line_is_refused_at_every_thread_count() {
-    use std::io::Read;
-    let mut archive =
-        zip::ZipArchive::new(std::fs::File::open(vector("zip_stored.zip")).unwrap()).unwrap();
-    let mut plain = Vec::new();
-    archive
-        .by_index(0)
-        .unwrap()
-        .read_to_end(&mut plain)
-        .unwrap();
+    let plain = stored_vector_ndjson();
     let first = plain.iter().position(|&b| b == b'\n').unwrap() + 1;
     let dir = tempfile::tempdir().unwrap();
     let key = private_key(dir.path(), "keys/customer.key");
@@ -553,14 +553,11 @@ fn a_long_blank_line_is_refused_at_every_thread_count() {
         let path = dir.path().join("input.ndjson");
         std::fs::write(&path, &input).unwrap();
         for threads in ["1", "2", "3", "8"] {
-            let out = cipherstream()
-                .arg("decrypt")
-                .arg(&path)
-                .args(["--customer-id", VEC_ID, "--key-file"])
-                .arg(&key)
-                .args(["--threads", threads, "--max-line-bytes", "1000"])
-                .output()
-                .unwrap();
+            let out = decrypt_file(
+                &path,
+                &key,
+                &["--threads", threads, "--max-line-bytes", "1000"],
+            );
             assert_eq!(
                 out.status.code(),
                 Some(1),
