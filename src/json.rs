@@ -85,18 +85,41 @@ const BAD_LITERAL: &str = "invalid literal";
 const BAD_UTF8: &str = "invalid UTF-8";
 
 /// The character whose first byte, `doc[i]`, is 0x80 or above: the offset just past it if it is a
-/// well-formed UTF-8 sequence (by `std::str::from_utf8`'s rules: no overlong forms, no
-/// surrogates, nothing above U+10FFFF, nothing cut off), else `None`.
+/// well-formed UTF-8 sequence, else `None`. The rules are `std::str::from_utf8`'s (the Unicode
+/// Standard's table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF, nothing cut
+/// off), written out because calling `from_utf8` on each character's 2 to 4 bytes cost ~2% of a
+/// decrypt's CPU (issue 3). Tests compare the two on every sequence of up to 4 bytes.
 #[inline]
 fn utf8_char(doc: &[u8], i: usize) -> Option<usize> {
-    let width = match doc[i] {
-        0xC2..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF4 => 4,
-        _ => return None,
-    };
-    let seq = doc.get(i..i + width)?;
-    std::str::from_utf8(seq).ok().map(|_| i + width)
+    // A continuation byte is 0x80..=0xBF: as `i8`, exactly the values below -64.
+    let cont = |b: u8| (b as i8) < -64;
+    let b0 = doc[i];
+    match b0 {
+        0xC2..=0xDF => cont(*doc.get(i + 1)?).then_some(i + 2),
+        0xE0..=0xEF => {
+            let &[b1, b2] = doc.get(i + 1..i + 3)? else {
+                return None;
+            };
+            let first = match b0 {
+                0xE0 => (0xA0..=0xBF).contains(&b1),
+                0xED => (0x80..=0x9F).contains(&b1),
+                _ => cont(b1),
+            };
+            (first && cont(b2)).then_some(i + 3)
+        }
+        0xF0..=0xF4 => {
+            let &[b1, b2, b3] = doc.get(i + 1..i + 4)? else {
+                return None;
+            };
+            let first = match b0 {
+                0xF0 => (0x90..=0xBF).contains(&b1),
+                0xF4 => (0x80..=0x8F).contains(&b1),
+                _ => cont(b1),
+            };
+            (first && cont(b2) && cont(b3)).then_some(i + 4)
+        }
+        _ => None,
+    }
 }
 
 /// Check that `doc` is exactly one UTF-8 JSON document (RFC 8259), optionally surrounded by
@@ -104,15 +127,23 @@ fn utf8_char(doc: &[u8], i: usize) -> Option<usize> {
 ///
 /// On error, the offset and description are those of the first problem in document order.
 pub fn validate(doc: &[u8]) -> Result<(), JsonError> {
-    if internals::fast_accepts(doc) {
-        return Ok(());
+    validate_breaks(doc).map(|_| ())
+}
+
+/// As [`validate`], and whether the document holds a line break (`\n` or `\r`). In a valid
+/// document those can only be whitespace between tokens (a string cannot hold them raw), so one
+/// without any is a single line as it is. The scan sees every whitespace byte anyway: a second
+/// pass to look for them cost ~1.5% of a decrypt's CPU (issue 3).
+pub fn validate_breaks(doc: &[u8]) -> Result<bool, JsonError> {
+    if let Some(breaks) = internals::fast_scan(doc) {
+        return Ok(breaks);
     }
     let result = internals::reference(doc);
     debug_assert!(
         result.is_err(),
         "the fast scanner refused a document the reference parser accepts"
     );
-    result
+    result.map(|()| memchr::memchr2(b'\n', b'\r', doc).is_some())
 }
 
 /// The two implementations behind [`validate`], public for the differential tests and the fuzz
@@ -121,9 +152,10 @@ pub fn validate(doc: &[u8]) -> Result<(), JsonError> {
 pub mod internals {
     pub use super::reference::validate as reference;
 
-    /// Whether the fast scanner accepts `doc`, scanning strings as [`super::validate`] does on
-    /// this architecture (SSE2 on x86_64, 8 bytes at a time elsewhere).
-    pub fn fast_accepts(doc: &[u8]) -> bool {
+    /// The fast scanner's verdict on `doc`, scanning strings as [`super::validate`] does on this
+    /// architecture (SSE2 on x86_64, 8 bytes at a time elsewhere): `None` if it refuses `doc`,
+    /// else whether `doc` holds a line break (see [`super::validate_breaks`]).
+    pub fn fast_scan(doc: &[u8]) -> Option<bool> {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
             super::scan::accepts::<true>(doc)
@@ -134,10 +166,20 @@ pub mod internals {
         }
     }
 
-    /// Whether the fast scanner accepts `doc`, scanning strings 8 bytes at a time as on
-    /// architectures without SSE2 (so that their fallback is tested on x86_64 too).
-    pub fn portable_fast_accepts(doc: &[u8]) -> bool {
+    /// Whether the fast scanner accepts `doc` (see [`fast_scan`]).
+    pub fn fast_accepts(doc: &[u8]) -> bool {
+        fast_scan(doc).is_some()
+    }
+
+    /// As [`fast_scan`], scanning strings 8 bytes at a time as on architectures without SSE2 (so
+    /// that their fallback is tested on x86_64 too).
+    pub fn portable_fast_scan(doc: &[u8]) -> Option<bool> {
         super::scan::accepts::<false>(doc)
+    }
+
+    /// Whether the portable variant of the fast scanner accepts `doc`.
+    pub fn portable_fast_accepts(doc: &[u8]) -> bool {
+        portable_fast_scan(doc).is_some()
     }
 }
 
@@ -571,12 +613,16 @@ mod scan {
 
     /// The first byte at or after `i` that is not whitespace, and its offset; 0 and
     /// `doc.len()` at the end. (A 0 byte in the document is never accepted where this is used,
-    /// and the end is told apart by the offset where it matters.)
+    /// and the end is told apart by the offset where it matters.) Sets `breaks` on skipping a
+    /// `\n` or `\r`.
     #[inline(always)]
-    fn peek(doc: &[u8], mut i: usize) -> (usize, u8) {
+    fn peek(doc: &[u8], mut i: usize, breaks: &mut bool) -> (usize, u8) {
         loop {
             match doc.get(i) {
-                Some(&b) if b <= b' ' && is_ws(b) => i += 1,
+                Some(&b) if b <= b' ' && is_ws(b) => {
+                    *breaks |= b == b'\n' || b == b'\r';
+                    i += 1;
+                }
                 Some(&b) => return (i, b),
                 None => return (i, 0),
             }
@@ -586,40 +632,36 @@ mod scan {
     /// A key whose opening quote is `doc[i]` and the colon after it; returns where the value
     /// after it starts, and its first byte (as [`peek`]).
     #[inline(always)]
-    fn key<const SSE2: bool>(doc: &[u8], i: usize) -> Option<(usize, u8)> {
-        let (j, c) = peek(doc, string::<SSE2>(doc, i + 1)?);
+    fn key<const SSE2: bool>(doc: &[u8], i: usize, breaks: &mut bool) -> Option<(usize, u8)> {
+        let (j, c) = peek(doc, string::<SSE2>(doc, i + 1)?, breaks);
         match c {
-            b':' => Some(peek(doc, j + 1)),
+            b':' => Some(peek(doc, j + 1, breaks)),
             _ => None,
         }
     }
 
     /// Whether `doc` is one JSON document, scanning strings with SSE2 if `SSE2` (when compiled
-    /// in), else 8 bytes at a time.
+    /// in), else 8 bytes at a time: `None` if not, else whether it holds a line break (`\n` or
+    /// `\r`, which can only be whitespace between tokens, since strings cannot hold them raw).
     #[inline(always)]
-    pub(super) fn accepts<const SSE2: bool>(doc: &[u8]) -> bool {
+    pub(super) fn accepts<const SSE2: bool>(doc: &[u8]) -> Option<bool> {
         let mut kinds = Kinds::new();
-        let (mut i, mut c) = peek(doc, 0);
+        let mut breaks = false;
+        let (mut i, mut c) = peek(doc, 0, &mut breaks);
         'value: loop {
             // A value starts at `i` with byte `c`.
             i = match c {
-                b'"' => match string::<SSE2>(doc, i + 1) {
-                    Some(j) => j,
-                    None => return false,
-                },
-                b'{' => match peek(doc, i + 1) {
+                b'"' => string::<SSE2>(doc, i + 1)?,
+                b'{' => match peek(doc, i + 1, &mut breaks) {
                     (j, b'"') => {
                         kinds.push(true);
-                        match key::<SSE2>(doc, j) {
-                            Some(next) => (i, c) = next,
-                            None => return false,
-                        }
+                        (i, c) = key::<SSE2>(doc, j, &mut breaks)?;
                         continue 'value;
                     }
                     (j, b'}') => j + 1,
-                    _ => return false,
+                    _ => return None,
                 },
-                b'[' => match peek(doc, i + 1) {
+                b'[' => match peek(doc, i + 1, &mut breaks) {
                     (j, b']') => j + 1,
                     next => {
                         kinds.push(false);
@@ -635,42 +677,36 @@ mod scan {
                     };
                     match doc.get(i..i + 4) {
                         Some(w) if u32::from_le_bytes(w.try_into().expect("4")) == word => i + 4,
-                        _ => return false,
+                        _ => return None,
                     }
                 }
                 b'f' => match doc.get(i + 1..i + 5) {
                     Some(w) if w == b"alse" => i + 5,
-                    _ => return false,
+                    _ => return None,
                 },
-                b'-' | b'0'..=b'9' => match number_end(doc, i) {
-                    Some(j) => j,
-                    None => return false,
-                },
-                _ => return false,
+                b'-' | b'0'..=b'9' => number_end(doc, i)?,
+                _ => return None,
             };
             // A value ended at `i`: close containers until one wants another value.
             loop {
-                let (j, d) = peek(doc, i);
+                let (j, d) = peek(doc, i, &mut breaks);
                 if kinds.is_empty() {
-                    return j == doc.len();
+                    return (j == doc.len()).then_some(breaks);
                 }
                 let object = kinds.in_object();
                 match d {
                     b',' => {
-                        let next = peek(doc, j + 1);
+                        let next = peek(doc, j + 1, &mut breaks);
                         (i, c) = match object {
                             false => next,
-                            true if next.1 == b'"' => match key::<SSE2>(doc, next.0) {
-                                Some(next) => next,
-                                None => return false,
-                            },
-                            true => return false,
+                            true if next.1 == b'"' => key::<SSE2>(doc, next.0, &mut breaks)?,
+                            true => return None,
                         };
                         continue 'value;
                     }
                     b'}' if object => {}
                     b']' if !object => {}
-                    _ => return false,
+                    _ => return None,
                 }
                 kinds.pop();
                 i = j + 1;
@@ -721,6 +757,28 @@ mod tests {
     /// Every ill-formed sequence class, inside a string at every offset across the 8- and 16-byte
     /// steps: refused by all three scanners exactly where `from_utf8` stops, with `invalid UTF-8`;
     /// and every well-formed boundary case accepted.
+    /// `utf8_char` agrees with `std::str::from_utf8` on every lead byte, every second byte, and
+    /// the boundary values of the third and fourth, whole and cut short.
+    #[test]
+    fn utf8_char_is_from_utf8() {
+        let edges = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF];
+        for b0 in 0x80..=0xFFu8 {
+            for b1 in 0..=0xFFu8 {
+                for b2 in edges {
+                    for b3 in edges {
+                        let seq = [b0, b1, b2, b3];
+                        for len in 1..=4 {
+                            let doc = &seq[..len];
+                            let want = (1..=4)
+                                .find(|&w| w <= len && std::str::from_utf8(&doc[..w]).is_ok());
+                            assert_eq!(utf8_char(doc, 0), want, "{doc:x?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn utf8_inside_strings_is_checked_where_from_utf8_stops() {
         let bad: &[&[u8]] = &[

@@ -8,6 +8,8 @@
 //!   exactly what the reference parser accepts, and `validate` returns exactly the reference
 //!   parser's result, error offset and description included;
 //! - an error's offset is at most the input's length;
+//! - on an accepted input, the scanners (and `validate_breaks`) report a line break exactly when
+//!   the input holds a `\n` or `\r`;
 //! - `validate` accepts exactly the inputs that are UTF-8 (`std::str::from_utf8`) and that
 //!   `serde_json::from_slice::<IgnoredAny>` accepts, and an input that is not UTF-8 is refused at
 //!   or before the offset where `from_utf8` stops. Nothing is excluded: `IgnoredAny` has no
@@ -36,6 +38,16 @@ pub fn check(data: &[u8]) {
         reference.is_ok(),
         "the 8-byte scanner and the reference parser disagree"
     );
+    let breaks = reference
+        .is_ok()
+        .then(|| data.iter().any(|&b| b == b'\n' || b == b'\r'));
+    assert_eq!(internals::fast_scan(data), breaks, "line breaks missed");
+    assert_eq!(
+        internals::portable_fast_scan(data),
+        breaks,
+        "line breaks missed (8-byte)"
+    );
+    assert_eq!(json::validate_breaks(data).ok(), breaks, "validate_breaks");
     if let Err(e) = result {
         assert!(e.offset <= data.len(), "{e} in a {}-byte input", data.len());
     }

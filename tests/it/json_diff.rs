@@ -45,6 +45,14 @@ fn compare(doc: &[u8], shift: usize) -> Result<(), TestCaseError> {
     prop_assert_eq!(internals::reference(doc), ours);
     prop_assert_eq!(internals::fast_accepts(doc), ours.is_ok());
     prop_assert_eq!(internals::portable_fast_accepts(doc), ours.is_ok());
+    // The line-break answer is memchr's, whichever way it is found.
+    let breaks = ours
+        .as_ref()
+        .ok()
+        .map(|()| memchr::memchr2(b'\n', b'\r', doc).is_some());
+    prop_assert_eq!(json::validate_breaks(doc).ok(), breaks);
+    prop_assert_eq!(internals::fast_scan(doc), breaks);
+    prop_assert_eq!(internals::portable_fast_scan(doc), breaks);
     if let Err(e) = ours {
         prop_assert!(e.offset <= doc.len(), "{e} in {} bytes", doc.len());
     }
@@ -58,6 +66,15 @@ fn compare(doc: &[u8], shift: usize) -> Result<(), TestCaseError> {
     prop_assert_eq!(
         internals::portable_fast_accepts(&shifted),
         ours.is_ok(),
+        "shifted by {}",
+        shift
+    );
+    let breaks = ours
+        .is_ok()
+        .then(|| memchr::memchr2(b'\n', b'\r', &shifted).is_some());
+    prop_assert_eq!(
+        internals::fast_scan(&shifted),
+        breaks,
         "shifted by {}",
         shift
     );
