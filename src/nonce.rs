@@ -21,6 +21,9 @@ const FILTER_BLOCKS: usize = FILTER_BITS / 512;
 /// Bits set per nonce, all in one block: 12 indices of 9 bits from 111 bits of hash.
 const FILTER_HASHES: u32 = 12;
 
+/// A transparent huge page on x86_64 and most aarch64 Linux systems.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Rows the filter covers before its false-positive rate would make warnings noise.
 pub const FILTER_ROWS: u64 = 1_000_000;
 
@@ -31,7 +34,7 @@ pub const FILTER_ROWS: u64 = 1_000_000;
 fn advise_huge_pages(words: &mut [u64]) {
     #[cfg(target_os = "linux")]
     {
-        const HUGE: usize = 2 << 20;
+        const HUGE: usize = HUGE_PAGE;
         let start = words.as_mut_ptr() as usize;
         let end = start + std::mem::size_of_val(words);
         let first = start.next_multiple_of(HUGE);
@@ -58,8 +61,8 @@ pub struct NonceTracker {
     /// Exact mode: one `nonce << 32 | row` per row (16 bytes a row, a fifth of a hash map's cost),
     /// sorted once at the end so equal nonces sit together with their rows in order.
     exact: Option<Vec<u128>>,
-    /// The filter's words, allocated zeroed (so untouched pages cost nothing), 7 words longer
-    /// than needed so that blocks can start on a 64-byte boundary at `base`.
+    /// The filter's words, allocated zeroed (so untouched pages cost nothing), 2 MiB longer than
+    /// needed so that the filter can start on a huge-page (so also a 64-byte) boundary at `base`.
     filter: Vec<u64>,
     base: usize,
     hasher: std::collections::hash_map::RandomState,
@@ -114,9 +117,19 @@ impl NonceTracker {
 
     fn allocate(&mut self) {
         if self.filter.is_empty() {
-            self.filter = vec![0u64; FILTER_BITS / 64 + 7];
-            self.base = self.filter.as_ptr().align_offset(64).min(7);
-            advise_huge_pages(&mut self.filter);
+            // 2 MiB more than the filter, so that it can start on a huge-page boundary: then
+            // all of it can be backed by huge pages (4 page faults), where an unaligned one got
+            // about 500 small pages at its ends (issue 3). The spare room is never touched, so it
+            // costs address space, not memory.
+            const SPARE: usize = HUGE_PAGE / 8;
+            self.filter = vec![0u64; FILTER_BITS / 64 + SPARE];
+            self.base = self.filter.as_ptr().align_offset(HUGE_PAGE).min(SPARE);
+            if self.base == SPARE {
+                // No boundary could be reached (never with a real allocator): a cache line.
+                self.base = self.filter.as_ptr().align_offset(64).min(7);
+            }
+            let base = self.base;
+            advise_huge_pages(&mut self.filter[base..base + FILTER_BITS / 64]);
         }
     }
 
