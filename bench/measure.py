@@ -50,6 +50,7 @@ class Contender:
     def __init__(self, key: str, label: str, argv: list[str], input_path: Path, rows: int,
                  rounds: set[int] | None = None):
         self.key, self.label, self.argv = key, label, argv
+        self.input_path = input_path
         self.input_bytes = input_path.stat().st_size
         self.input_name = input_path.name
         self.rows = rows
@@ -87,6 +88,11 @@ SINK: Path = Path("/dev/null")
 
 
 def run_once(c: Contender) -> dict:
+    # Read the input again, untimed, right before every run: files read only at the start do not
+    # stay cached through a long round on a machine whose memory manager pages out what has not
+    # been touched for a while (seen here: DAMON's pageout left 4 MiB of a 437 MiB ZIP in the page
+    # cache a minute after it was read), and then some runs would time the disk.
+    warm([c.input_path])
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf, open(SINK, "wb") as sink:
         argv = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, *c.argv]
         t0 = time.perf_counter()
