@@ -88,7 +88,8 @@ const BAD_UTF8: &str = "invalid UTF-8";
 /// well-formed UTF-8 sequence, else `None`. The rules are `std::str::from_utf8`'s (the Unicode
 /// Standard's table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF, nothing cut
 /// off), written out because calling `from_utf8` on each character's 2 to 4 bytes cost ~2% of a
-/// decrypt's CPU (issue 3). Tests compare the two on every sequence of up to 4 bytes.
+/// decrypt's CPU (issue 3). A test compares the two on every lead and second byte, with the
+/// boundary values of the third and fourth.
 #[inline]
 fn utf8_char(doc: &[u8], i: usize) -> Option<usize> {
     // A continuation byte is 0x80..=0xBF: as `i8`, exactly the values below -64.

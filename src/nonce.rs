@@ -22,38 +22,112 @@ const FILTER_BLOCKS: usize = FILTER_BITS / 512;
 const FILTER_HASHES: u32 = 12;
 
 /// A transparent huge page on x86_64 and most aarch64 Linux systems.
+#[cfg(target_os = "linux")]
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Rows the filter covers before its false-positive rate would make warnings noise.
 pub const FILTER_ROWS: u64 = 1_000_000;
 
-/// Ask Linux to back the 2 MiB-aligned parts of `words` with transparent huge pages. The filter is
-/// probed at random, so with 4 KiB pages nearly every probe misses the TLB and a 100k-row export
-/// touches all 2048 pages, each a page fault (issue 3: ~5,000 faults in all were a visible part of
-/// a 100k-row decrypt). Only advice: nothing changes if the kernel declines.
-fn advise_huge_pages(words: &mut [u64]) {
+/// Words in the filter.
+const FILTER_WORDS: usize = FILTER_BITS / 64;
+
+/// The filter's memory: `FILTER_WORDS` zeroed words on (at least) a 64-byte boundary, so that each
+/// block is one cache line.
+///
+/// On Linux it is an anonymous mapping of its own, 2 MiB longer than the filter, which starts at
+/// the first 2 MiB boundary inside it and is advised to be backed by transparent huge pages. The
+/// filter is probed at random, so with 4 KiB pages nearly every probe misses the TLB and a
+/// 100k-row export touches all 2048 pages, each a page fault (issue 3: ~5,000 faults in all were
+/// a visible part of a 100k-row decrypt; aligned huge pages leave 4). It is mapped directly rather
+/// than allocated because malloc raises its mmap threshold to the size of a freed large block:
+/// after one input's filter was freed, the next input's came from the heap, zeroed by a memset
+/// that touched the spare 2 MiB too (`decrypt --output-dir` with three inputs peaked at 18.2 MiB
+/// instead of 14.9). Untouched pages of a mapping cost address space, not memory.
+enum FilterWords {
     #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = HUGE_PAGE;
-        let start = words.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(words);
-        let first = start.next_multiple_of(HUGE);
-        let last = end / HUGE * HUGE;
-        if first < last {
-            // SAFETY: [first, last) lies inside `words`, memory this process owns and keeps
-            // mapped while the filter lives; MADV_HUGEPAGE only changes how the kernel backs it,
-            // never its contents, and its result is deliberately ignored.
+    Mapped {
+        map: std::ptr::NonNull<libc::c_void>,
+        len: usize,
+        words: std::ptr::NonNull<u64>,
+    },
+    /// Elsewhere, or when the mapping fails: a zeroed vector; the filter starts at `base`.
+    Heap { vec: Vec<u64>, base: usize },
+}
+
+// SAFETY: `Mapped` owns its mapping exclusively (nothing else holds its address), like a `Vec`.
+unsafe impl Send for FilterWords {}
+
+impl FilterWords {
+    fn new() -> FilterWords {
+        #[cfg(target_os = "linux")]
+        if let Some(mapped) = FilterWords::map() {
+            return mapped;
+        }
+        let vec = vec![0u64; FILTER_WORDS + 7];
+        let base = vec.as_ptr().align_offset(64).min(7);
+        FilterWords::Heap { vec, base }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn map() -> Option<FilterWords> {
+        let bytes = FILTER_WORDS * 8;
+        let len = bytes + HUGE_PAGE;
+        // SAFETY: a new private anonymous mapping, at an address the kernel chooses; it touches
+        // no memory of this process. Failure is checked.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return None;
+        }
+        let start = (map as usize).next_multiple_of(HUGE_PAGE);
+        // SAFETY: [start, start + bytes) lies inside the mapping (it is `HUGE_PAGE` longer than
+        // `bytes`), which stays mapped until `drop`. MADV_HUGEPAGE only changes how the kernel
+        // backs it, never its contents; its result is deliberately ignored (advice only).
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+        }
+        Some(FilterWords::Mapped {
+            map: std::ptr::NonNull::new(map)?,
+            len,
+            words: std::ptr::NonNull::new(start as *mut u64)?,
+        })
+    }
+
+    /// The filter's words.
+    #[inline]
+    fn words(&mut self) -> &mut [u64] {
+        match self {
+            #[cfg(target_os = "linux")]
+            // SAFETY: `words` is 2 MiB-aligned (so aligned for u64) and the `FILTER_WORDS` words
+            // from it lie inside the mapping, which a fresh anonymous mapping fills with zeros
+            // (valid u64s), and which lives and is borrowed through `self` only.
+            FilterWords::Mapped { words, .. } => unsafe {
+                std::slice::from_raw_parts_mut(words.as_ptr(), FILTER_WORDS)
+            },
+            FilterWords::Heap { vec, base } => &mut vec[*base..*base + FILTER_WORDS],
+        }
+    }
+}
+
+impl Drop for FilterWords {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let FilterWords::Mapped { map, len, .. } = self {
+            // SAFETY: exactly the mapping made in `map`, unmapped once; no borrow of it outlives
+            // `self`.
             unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                );
+                libc::munmap(map.as_ptr(), *len);
             }
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = words;
 }
 
 /// Watches the nonces of one export, in row order.
@@ -61,10 +135,8 @@ pub struct NonceTracker {
     /// Exact mode: one `nonce << 32 | row` per row (16 bytes a row, a fifth of a hash map's cost),
     /// sorted once at the end so equal nonces sit together with their rows in order.
     exact: Option<Vec<u128>>,
-    /// The filter's words, allocated zeroed (so untouched pages cost nothing), 2 MiB longer than
-    /// needed so that the filter can start on a huge-page (so also a 64-byte) boundary at `base`.
-    filter: Vec<u64>,
-    base: usize,
+    /// The filter, allocated on the first nonce observed.
+    filter: Option<FilterWords>,
     hasher: std::collections::hash_map::RandomState,
     observed: u64,
     found: Vec<(Option<u64>, u64)>,
@@ -77,8 +149,7 @@ impl NonceTracker {
     pub fn new(exact: bool) -> NonceTracker {
         NonceTracker {
             exact: exact.then(Vec::new),
-            filter: Vec::new(),
-            base: 0,
+            filter: None,
             hasher: std::collections::hash_map::RandomState::new(),
             observed: 0,
             found: Vec::new(),
@@ -97,40 +168,20 @@ impl NonceTracker {
             }
             return;
         }
-        self.allocate();
         let mut slots = std::mem::take(&mut self.slots);
         slots.clear();
         slots.extend(batch.iter().map(|(nonce, _)| self.slot(nonce)));
+        let words = self.filter.get_or_insert_with(FilterWords::new).words();
         // A tight loop of independent loads: the CPU keeps many misses in flight.
-        let touched = slots
-            .iter()
-            .fold(0u64, |acc, &(b, _)| acc ^ self.filter[self.base + b * 8]);
+        let touched = slots.iter().fold(0u64, |acc, &(b, _)| acc ^ words[b * 8]);
         std::hint::black_box(touched);
         for (&(b, bits), (_, row)) in slots.iter().zip(batch) {
             self.observed += 1;
-            if self.set_bits(b, bits) {
+            if set_bits(words, b, bits) {
                 self.found.push((None, *row));
             }
         }
         self.slots = slots;
-    }
-
-    fn allocate(&mut self) {
-        if self.filter.is_empty() {
-            // 2 MiB more than the filter, so that it can start on a huge-page boundary: then
-            // all of it can be backed by huge pages (4 page faults), where an unaligned one got
-            // about 500 small pages at its ends (issue 3). The spare room is never touched, so it
-            // costs address space, not memory.
-            const SPARE: usize = HUGE_PAGE / 8;
-            self.filter = vec![0u64; FILTER_BITS / 64 + SPARE];
-            self.base = self.filter.as_ptr().align_offset(HUGE_PAGE).min(SPARE);
-            if self.base == SPARE {
-                // No boundary could be reached (never with a real allocator): a cache line.
-                self.base = self.filter.as_ptr().align_offset(64).min(7);
-            }
-            let base = self.base;
-            advise_huge_pages(&mut self.filter[base..base + FILTER_BITS / 64]);
-        }
     }
 
     /// The filter block and the packed bit indices of `nonce`.
@@ -143,20 +194,6 @@ impl NonceTracker {
         let block = (h1 % FILTER_BLOCKS as u64) as usize;
         let bits = u128::from(h1 >> FILTER_BLOCKS.trailing_zeros()) | (u128::from(h2) << 47);
         (block, bits)
-    }
-
-    /// Set the bits of one nonce in its block; true if they were all set already (a suspect).
-    fn set_bits(&mut self, block: usize, mut bits: u128) -> bool {
-        let block = &mut self.filter[self.base + block * 8..][..8];
-        let mut all_set = true;
-        for _ in 0..FILTER_HASHES {
-            let bit = (bits & 511) as usize;
-            bits >>= 9;
-            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-            all_set &= block[word] & mask != 0;
-            block[word] |= mask;
-        }
-        all_set
     }
 
     /// Record the nonce of `row`.
@@ -174,9 +211,9 @@ impl NonceTracker {
         if self.observed > FILTER_ROWS {
             return;
         }
-        self.allocate();
         let (block, bits) = self.slot(nonce);
-        if self.set_bits(block, bits) {
+        let words = self.filter.get_or_insert_with(FilterWords::new).words();
+        if set_bits(words, block, bits) {
             self.found.push((None, row));
         }
     }
@@ -200,6 +237,22 @@ impl NonceTracker {
         }
         std::mem::take(&mut self.found)
     }
+}
+
+/// Set the bits of one nonce in its block of `words`; true if they were all set already (a
+/// suspect).
+#[inline]
+fn set_bits(words: &mut [u64], block: usize, mut bits: u128) -> bool {
+    let block = &mut words[block * 8..][..8];
+    let mut all_set = true;
+    for _ in 0..FILTER_HASHES {
+        let bit = (bits & 511) as usize;
+        bits >>= 9;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        all_set &= block[word] & mask != 0;
+        block[word] |= mask;
+    }
+    all_set
 }
 
 #[cfg(test)]
@@ -233,6 +286,27 @@ mod tests {
         assert!(t.finish().is_empty());
         t.observe(&[0; 12], 10_000);
         assert_eq!(t.finish(), vec![(None, 10_000)]);
+    }
+
+    #[test]
+    fn filter_memory_is_zeroed_aligned_and_writable() {
+        let mut f = FilterWords::new();
+        #[cfg(target_os = "linux")]
+        assert!(matches!(f, FilterWords::Mapped { .. }));
+        let words = f.words();
+        assert_eq!(words.len(), FILTER_WORDS);
+        assert_eq!(words.as_ptr() as usize % 64, 0);
+        #[cfg(target_os = "linux")]
+        assert_eq!(words.as_ptr() as usize % HUGE_PAGE, 0);
+        assert!(words.iter().step_by(4099).all(|&w| w == 0));
+        words[0] = 1;
+        words[FILTER_WORDS - 1] = u64::MAX;
+        assert_eq!((words[0], words[FILTER_WORDS - 1]), (1, u64::MAX));
+        let mut heap = FilterWords::Heap {
+            vec: vec![0; FILTER_WORDS + 7],
+            base: 3,
+        };
+        assert_eq!(heap.words().len(), FILTER_WORDS);
     }
 
     #[test]
