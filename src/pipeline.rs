@@ -340,6 +340,11 @@ fn split(
     let streaming = opened.total.is_none();
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
+    // Bytes of a UTF-8 BOM that the input's first buffer starts with: they are no line's bytes.
+    let bom_len = |first: bool, filled: &[u8]| match first && filled.starts_with(UTF8_BOM) {
+        true => UTF8_BOM.len(),
+        false => 0,
+    };
     loop {
         let Buffers {
             data: mut buf,
@@ -398,11 +403,7 @@ fn split(
             // The whole buffer is one unfinished line. A line's length counts neither a leading
             // BOM nor its `\r\n` or `\n` ending, so it is too long only once it holds more than
             // the limit plus a possible `\r`.
-            let bom = if first && buf[..filled].starts_with(UTF8_BOM) {
-                UTF8_BOM.len()
-            } else {
-                0
-            };
+            let bom = bom_len(first, &buf[..filled]);
             if (filled - bom) as u64 > max_line.saturating_add(1) {
                 return Ok(ReadEnd::LineTooLong);
             }
@@ -434,13 +435,8 @@ fn split(
                 }
             }
         }
-        let mut begin = 0;
-        if first {
-            first = false;
-            if buf[..filled].starts_with(UTF8_BOM) {
-                begin = UTF8_BOM.len();
-            }
-        }
+        let begin = bom_len(first, &buf[..filled]);
+        first = false;
         let last_newline = |buf: &[u8]| memchr::memrchr(b'\n', &buf[begin..filled]);
         let mut crc_gate = false;
         let end = if eof {
