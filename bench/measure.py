@@ -146,6 +146,23 @@ def check_output(cs: Path, export: Path, key: Path, customer: str, meta: dict) -
     return None
 
 
+def check_python_output(py: list[str], export: Path, key: Path, customer_file: Path, meta: dict) -> str | None:
+    """Run the vendor sample with --emit once and compare its output with the generator's: it must
+    do the same job as the tool for the ratio to mean anything."""
+    h = hashlib.sha256()
+    p = subprocess.Popen([*py, "--emit", str(export), str(key), str(customer_file)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    for block in iter(lambda: p.stdout.read(1 << 20), b""):
+        h.update(block)
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if p.wait() != 0:
+        return f"exit {p.returncode}: {err.strip()[-300:]}"
+    if h.hexdigest() != meta["expected_output_sha256"]:
+        return "output differs from the generator's plaintext (SHA-256 mismatch)"
+    return None
+
+
 def thread_cpu(argv: list[str]) -> dict[str, float] | None:
     """CPU seconds per thread name of one run, from `perf record` samples at 1 kHz (None without
     perf). CPU time does not depend on how loaded the machine is, so it shows the critical path
@@ -242,7 +259,8 @@ def main() -> int:
         cons = cs_contenders(base, n, files, ("cs_zip",)) + [
             Contender("inflate", "inflate_only export.zip (floor)", [str(a.inflate), str(zp)], zp, n),
             Contender("unzip", "unzip -p export.zip", ["unzip", "-p", str(zp)], zp, n),
-            Contender("python", "vendor Python sample on export.zip", [*py, str(zp), str(key), str(d / "customer_id.txt")], zp, n, py_rounds),
+            Contender("python", "vendor Python sample on export.zip, writing JSON lines", [*py, "--emit", str(zp), str(key), str(d / "customer_id.txt")], zp, n, py_rounds),
+            Contender("python_discard", "vendor Python sample on export.zip, records discarded", [*py, str(zp), str(key), str(d / "customer_id.txt")], zp, n, py_rounds),
         ] + cs_contenders(base, n, files, ("cs_ndjson", "cs_gzip", "cs_verify", "cs_zip_t1", "cs_zip_t2"))
         sizes[n] = {"meta": meta, "cons": {c.key: c for c in cons}}
         for _, binary in tools:
@@ -250,6 +268,10 @@ def main() -> int:
                 err = check_output(binary, path, key, customer, meta)
                 if err:
                     problems.append(f"{binary}, {n} rows, {path.name}: {err}")
+        if n == min(a.rows):
+            err = check_python_output(py, zp, key, d / "customer_id.txt", meta)
+            if err:
+                problems.append(f"vendor Python sample --emit, {n} rows: {err}")
 
     huge = None
     if a.huge_mib:
@@ -316,14 +338,27 @@ def main() -> int:
         for n, s in sizes.items():
             c = s["cons"]
             z = c[prefix + "cs_zip"]
+            # Issue 3 sets the ZIP ratio targets (its item 1) for the 1M-row export; at smaller
+            # sizes they are reported as information: a 100k-row run lasts about 0.2 s, where
+            # process start and the host's noise weigh as much as the work.
+            at_size = n >= 1_000_000
+            why = "" if at_size else "; the issue sets this target at 1M rows"
+
+            def ratio_verdict(ok: bool, text: str) -> None:
+                verdict(ok if at_size else None, text + why + ")")
+
             r = same_run_ratio(z, c["inflate"])
-            verdict(r <= 1.10, f"{who}{n} rows: decrypt ZIP / inflate-only = {r:.2f}x (target <= 1.10x)")
+            ratio_verdict(r <= 1.10, f"{who}{n} rows: decrypt ZIP / inflate-only = {r:.2f}x (target <= 1.10x")
             r = same_run_ratio(c["python"], z)
             nr = len(set(c["python"].runs) & set(z.runs))
-            verdict(r >= 10, f"{who}{n} rows: vendor Python sample / decrypt ZIP = {r:.1f}x (target >= 10x; {nr} round(s))")
+            ratio_verdict(r >= 10, f"{who}{n} rows: vendor Python sample writing JSON lines / decrypt ZIP = {r:.1f}x"
+                                   f" (target >= 10x; {nr} round(s)")
             r = same_run_ratio(c["unzip"], z)
-            verdict(r >= 2, f"{who}{n} rows: unzip -p / decrypt ZIP = {r:.2f}x (target >= 2x)")
+            ratio_verdict(r >= 2, f"{who}{n} rows: unzip -p / decrypt ZIP = {r:.2f}x (target >= 2x")
             if not prefix:
+                r = same_run_ratio(c["python_discard"], z)
+                verdict(None, f"{n} rows: vendor Python sample discarding the records / decrypt ZIP = {r:.1f}x"
+                              " (information only: it skips the writing the tool does)")
                 unzip_floor = same_run_ratio(c["unzip"], c["inflate"])
                 python_floor = same_run_ratio(c["python"], c["inflate"])
                 verdict(None, f"{n} rows: the floor itself: unzip -p = {unzip_floor:.2f}x and the Python sample = "
@@ -366,7 +401,8 @@ def main() -> int:
     if problems:
         verdict(False, "correctness: " + "; ".join(problems))
     else:
-        verdict(True, "correctness: every decrypted output matched the generator's SHA-256")
+        verdict(True, "correctness: every decrypted output (and the Python sample's, on the smallest export)"
+                      " matched the generator's SHA-256")
 
     # ---------------------------------------------------------------- report
     out: list[str] = []
