@@ -281,14 +281,16 @@ def main() -> int:
         key = d / "customer.key"
         zp = d / "export.zip"
         base = ["--customer-id", customer, "--key-file", str(key), "-q"]
-        cons = cs_contenders(base, meta["rows"], {"zip": zp}, ("cs_zip", "cs_verify")) + [
+        cons = cs_contenders(base, meta["rows"], {"zip": zp, "ndjson": d / "export.ndjson"},
+                             ("cs_zip", "cs_ndjson", "cs_verify")) + [
             Contender("inflate", "inflate_only export.zip (floor)", [str(a.inflate), str(zp)], zp, meta["rows"]),
         ]
         huge = {"meta": meta, "cons": {c.key: c for c in cons}}
         for _, binary in tools:
-            err = check_output(binary, zp, key, customer, meta)
-            if err:
-                problems.append(f"{binary}, huge row, {zp.name}: {err}")
+            for path in (zp, d / "export.ndjson"):
+                err = check_output(binary, path, key, customer, meta)
+                if err:
+                    problems.append(f"{binary}, huge row, {path.name}: {err}")
 
     for p in problems:
         print(f"CORRECTNESS PROBLEM: {p}", flush=True)
@@ -391,7 +393,7 @@ def main() -> int:
                                   f" = {r:.2f} (same-round; CPU time per row: {cpu:.2f}) (target <= 1.20)")
         if huge:
             line = huge["meta"]["longest_line_bytes"]
-            for k in ("cs_zip", "cs_verify"):
+            for k in ("cs_zip", "cs_ndjson", "cs_verify"):
                 con = huge["cons"][prefix + k]
                 rss = max(x["rss"] for x in con.runs.values())
                 what = con.label.replace("cipherstream ", "").split(" [")[0]

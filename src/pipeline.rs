@@ -34,6 +34,8 @@ use crate::record::{RowOpener, NONCE_LEN, UTF8_BOM};
 /// worker and the writer, and one spare) used ~6% less CPU than 128 KiB buffers and a pool of
 /// `2 * threads + 2`, at about the same memory (issue 3 benchmark: 14.8 against 14.4 MiB peak RSS).
 const CHUNK: usize = 256 * 1024;
+/// A buffer holding one unfinished line grows by at most this many bytes at a time (see `grow`).
+const GROW_WINDOW: usize = 4 * CHUNK;
 /// Buffers in the pool beyond one per worker thread.
 const SPARE_BUFFERS: usize = 3;
 /// At most this many distinct key ids are listed in a summary.
@@ -322,6 +324,25 @@ enum ReadEnd {
     LineTooLong,
 }
 
+/// Make room in a full buffer for more of one unfinished line, at most `room` bytes in all.
+///
+/// The allocation doubles, but its length (the bytes zeroed, so touched, and offered to `read`)
+/// grows by at most `GROW_WINDOW` at a time: memory is committed as the line arrives, never far
+/// beyond it. Before, the whole doubled room was zeroed for a pipe, and for a file std's
+/// `read_to_end` zeroed as much as it offered a reader (ours have no `read_buf`): past the end of a
+/// 53 MiB row the plain NDJSON export touched 16 MiB it never filled (issue 3 benchmark: 125 MiB
+/// peak RSS against 107 for the same export zipped). Zeroed bytes are never zeroed again: short
+/// reads fill the rest of the window.
+fn grow(buf: &mut Vec<u8>, room: usize) {
+    let len = buf.len();
+    let next = len.saturating_add(GROW_WINDOW).min(room).max(len + 1);
+    if buf.capacity() < next {
+        let doubled = len.saturating_mul(2).min(room).max(next);
+        buf.reserve_exact(doubled - len);
+    }
+    buf.resize(next, 0);
+}
+
 /// The reader: fill buffers and cut them on their last line boundary. It does nothing per line:
 /// this thread inflates, every row waits for it, and the cost of finding and numbering lines
 /// belongs on the workers (issue 3).
@@ -371,6 +392,8 @@ fn split(
         // lines before it, exactly as if the input ended there without a final newline.
         let mut failed = None;
         // Fill until full (or end of input); grow only while the buffer holds no line end.
+        // `buf[..scanned]` is known to hold none.
+        let mut scanned = 0;
         loop {
             while filled < buf.len() {
                 match r.read(&mut buf[filled..]) {
@@ -397,9 +420,10 @@ fn split(
                     }
                 }
             }
-            if eof || failed.is_some() || memchr::memrchr(b'\n', &buf[..filled]).is_some() {
+            if eof || failed.is_some() || memchr::memchr(b'\n', &buf[scanned..filled]).is_some() {
                 break;
             }
+            scanned = filled;
             // The whole buffer is one unfinished line. A line's length counts neither a leading
             // BOM nor its `\r\n` or `\n` ending, so it is too long only once it holds more than
             // the limit plus a possible `\r`.
@@ -410,30 +434,7 @@ fn split(
             let room = usize::try_from(max_line)
                 .unwrap_or(usize::MAX)
                 .saturating_add(6);
-            let grown = (buf.len() * 2).min(room).max(buf.len() + 1);
-            if streaming {
-                // A pipe: keep reading a read at a time, so the line is handed on as soon as its
-                // end arrives.
-                buf.resize(grown, 0);
-                continue;
-            }
-            // Read the rest of the line into new room without writing zeros over it first: std's
-            // `read_to_end` initialises spare capacity only a read at a time, so memory is touched
-            // as the line arrives, not by the doubling (issue 3: decrypting the bench's 53 MiB-row
-            // ZIP peaked at 126 MiB before, 108 MiB after). It reads until the new room is full or
-            // the input ends, which is what a huge line needs anyway.
-            buf.truncate(filled);
-            buf.reserve_exact(grown - filled);
-            match r.take((grown - filled) as u64).read_to_end(&mut buf) {
-                Ok(_) => {
-                    eof = buf.len() < grown;
-                    filled = buf.len();
-                }
-                Err(e) => {
-                    filled = buf.len();
-                    failed = Some(container::read_error(name, opened, e));
-                }
-            }
+            grow(&mut buf, room);
         }
         let begin = bom_len(first, &buf[..filled]);
         first = false;
@@ -763,4 +764,41 @@ fn release_in_order(
         "processing",
         io::Error::other("a worker thread stopped unexpectedly"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grow_touches_one_window_at_a_time_and_never_passes_the_room() {
+        let room = 10 * GROW_WINDOW + 123;
+        let mut buf = vec![7u8; CHUNK];
+        let mut lens = vec![buf.len()];
+        let mut reallocations = 0;
+        while buf.len() < room {
+            let before = (buf.as_ptr(), buf.capacity());
+            grow(&mut buf, room);
+            if (buf.as_ptr(), buf.capacity()) != before {
+                reallocations += 1;
+            }
+            lens.push(buf.len());
+        }
+        // The length (the bytes zeroed) grows a window at a time, up to exactly the room.
+        for w in lens.windows(2) {
+            assert_eq!(w[1] - w[0], GROW_WINDOW.min(room - w[0]));
+        }
+        assert_eq!(*lens.last().unwrap(), room);
+        // The allocation doubles, so growing to 40x a chunk reallocates a handful of times, not
+        // once per window.
+        assert!(reallocations <= 6, "{reallocations} reallocations");
+        assert!(buf.capacity() <= room);
+        // What was there is kept; the new room is zeroed.
+        assert!(buf[..CHUNK].iter().all(|&b| b == 7));
+        assert!(buf[CHUNK..].iter().all(|&b| b == 0));
+        // One byte under the room, it grows by that byte.
+        let mut buf = vec![0u8; 100];
+        grow(&mut buf, 101);
+        assert_eq!(buf.len(), 101);
+    }
 }
