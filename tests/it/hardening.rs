@@ -67,6 +67,38 @@ fn a_forty_mib_row_from_the_independent_generator() {
             sha256_hex(&out.stdout),
             v["stdout_sha256"].as_str().unwrap()
         );
+        // The same export through a pipe on stdin, where the input's size is unknown and the
+        // row arrives a pipe buffer at a time.
+        let export = std::fs::read(dir.path().join(v["file"].as_str().unwrap())).unwrap();
+        let mut child = StdCommand::new(bin())
+            .args(["decrypt", "-", "--threads", "2", "--key-file"])
+            .arg(&key)
+            .args(["--customer-id", v["customer_id"].as_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            for piece in export.chunks(100_000) {
+                if stdin.write_all(piece).is_err() {
+                    break;
+                }
+            }
+        });
+        let piped = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        assert_eq!(
+            piped.status.code(),
+            Some(v["exit_code"].as_i64().unwrap() as i32),
+            "{}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
+        assert_eq!(
+            sha256_hex(&piped.stdout),
+            v["stdout_sha256"].as_str().unwrap()
+        );
         // The same row with a limit below its size is a clear error naming the row, not an OOM.
         let out = cipherstream()
             .arg("decrypt")
