@@ -15,7 +15,7 @@ Exit status:
   3  authentication failed: a row, or a webhook signature or timestamp, did not verify;
      or the row count differs from --expect-rows
   4  webhook verify --seen-file: a verified delivery_id that was already recorded
-  130, 143  interrupted by SIGINT or SIGTERM (no output file is left behind)
+  129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
 Secrets are never taken as command-line values: the key comes from --key-file, else
 CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY (base64 text); the customer id from --customer-id,
@@ -109,7 +109,8 @@ pub struct DecryptArgs {
     pub read: ReadArgs,
 
     /// Write to PATH (mode 0600) instead of standard output; PATH is replaced only after every
-    /// row authenticated, and is left untouched on any failure.
+    /// row authenticated, and is left untouched on any failure. A PATH that is a device or FIFO
+    /// is written as rows arrive, like standard output; `-o -` is standard output.
     #[arg(short, long, value_name = "PATH", conflicts_with = "output_dir")]
     pub output: Option<PathBuf>,
 
@@ -182,7 +183,8 @@ pub struct EncryptArgs {
 /// `cipherstream keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
-    /// Write the key to PATH (created with mode 0600; an existing file is never overwritten).
+    /// Write the key to PATH (created with mode 0600; an existing file is never overwritten);
+    /// `-o -` is standard output.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -204,8 +206,9 @@ pub struct WebhookVerifyArgs {
     #[arg(long, value_name = "SIG")]
     pub signature: String,
 
-    /// File holding a webhook secret; repeat it during a rotation, any one may match
-    /// [env: CIPHERSTREAM_WEBHOOK_SECRET].
+    /// File holding a webhook secret; repeat it during a rotation, any one may match (one that
+    /// no longer exists is skipped with a warning) [else CIPHERSTREAM_WEBHOOK_SECRET holds the
+    /// secret].
     #[arg(long, value_name = "PATH")]
     pub secret_file: Vec<PathBuf>,
 
@@ -234,7 +237,7 @@ pub struct WebhookVerifyArgs {
 /// `cipherstream webhook sign`.
 #[derive(Debug, Args)]
 pub struct WebhookSignArgs {
-    /// File holding the webhook secret [env: CIPHERSTREAM_WEBHOOK_SECRET].
+    /// File holding the webhook secret [else CIPHERSTREAM_WEBHOOK_SECRET holds the secret].
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
 

@@ -254,16 +254,35 @@ fn check_plain(name: &str, head: &[u8]) -> Result<()> {
     let body = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None | Some(b'{') => Ok(()),
-        Some(_) => {
-            let shown: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            Err(Error::container(
-                name,
-                format!(
-                    "not a ZIP, gzip or NDJSON export (it starts with the bytes {})",
-                    shown.join(" ")
-                ),
-            ))
-        }
+        Some(_) => Err(Error::container(
+            name,
+            format!(
+                "not a ZIP, gzip or NDJSON export ({})",
+                what_it_looks_like(body)
+            ),
+        )),
+    }
+}
+
+/// A description of an input that is no export, for the error. It never quotes the input: a key
+/// or secret file given as an input by mistake (or plaintext) must not reach the terminal or a log.
+fn what_it_looks_like(body: &[u8]) -> &'static str {
+    let text = body.trim_ascii();
+    let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let base64ish = |b: &u8| b.is_ascii_alphanumeric() || b"+/=_-".contains(b);
+    if text.starts_with(b"<") {
+        "it looks like HTML or XML: an error page saved in place of the download?"
+    } else if !first_line.is_empty() && first_line.len() <= 128 && first_line.iter().all(base64ish)
+    {
+        "it looks like a key or secret, not an export: was a key file given as an input?"
+    } else if body
+        .iter()
+        .take(512)
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        "it is text, but not JSON lines"
+    } else {
+        "its first bytes match none of these formats"
     }
 }
 
@@ -556,11 +575,34 @@ mod tests {
     fn plain_must_start_with_an_object() {
         assert!(check_plain("x", b"\xEF\xBB\xBF\r\n {").is_ok());
         assert!(check_plain("x", b"").is_ok());
-        let e = check_plain("x", b"\x89PNG\r\n").unwrap_err();
+        let e = |head: &[u8]| check_plain("x", head).unwrap_err().to_string();
+        let not = "x: not a ZIP, gzip or NDJSON export";
         assert_eq!(
-            e.to_string(),
-            "x: not a ZIP, gzip or NDJSON export (it starts with the bytes 89 50 4e 47 0d 0a)"
+            e(b"\x89PNG\r\n"),
+            format!("{not} (its first bytes match none of these formats)")
         );
+        assert_eq!(
+            e(b"\n<!DOCTYPE html><html><body>Request has expired"),
+            format!(
+                "{not} (it looks like HTML or XML: an error page saved in place of the download?)"
+            )
+        );
+        assert_eq!(
+            e(b"id,name\n1,Ann\n"),
+            format!("{not} (it is text, but not JSON lines)")
+        );
+        // A key or webhook secret given as an input: said so, and not one byte of it quoted.
+        for secret in [
+            "KWYaVYUNq0cE6xK2nZ2dQm1Vb8W3p5Yt7Rj9Lk4Hs0A=\n",
+            "whsec_test_4f9a2c71e0\n",
+        ] {
+            let got = e(secret.as_bytes());
+            assert_eq!(
+                got,
+                format!("{not} (it looks like a key or secret, not an export: was a key file given as an input?)")
+            );
+            assert!(!got.contains(&secret[..4]), "{got}");
+        }
     }
 
     fn names(list: &[&str]) -> Vec<(usize, String)> {

@@ -23,8 +23,12 @@ pub enum Exit {
     Auth = 3,
     /// `webhook verify --seen-file`: a delivery id that was already recorded.
     Duplicate = 4,
+    /// Hung up: SIGHUP (the terminal or ssh session went away).
+    HungUp = 129,
     /// Interrupted by SIGINT.
     Interrupted = 130,
+    /// Quit by SIGQUIT.
+    Quit = 131,
     /// Terminated by SIGTERM.
     Terminated = 143,
 }
@@ -322,10 +326,11 @@ impl fmt::Display for Error {
             Error::Interrupted(exit) => write!(
                 f,
                 "interrupted by {}; no output file was left behind",
-                if *exit == Exit::Terminated {
-                    "SIGTERM"
-                } else {
-                    "SIGINT"
+                match exit {
+                    Exit::Terminated => "SIGTERM",
+                    Exit::HungUp => "SIGHUP",
+                    Exit::Quit => "SIGQUIT",
+                    _ => "SIGINT",
                 }
             ),
         }

@@ -2,7 +2,8 @@
 //!
 //! SPEC section 3: `-o PATH` writes a temporary file in PATH's directory with mode 0600 and renames
 //! it over PATH only after every row authenticated. On any failure, or on SIGINT/SIGTERM, the
-//! temporary file is removed and PATH keeps its previous content (or stays absent). Temporary
+//! temporary file is removed and PATH keeps its previous content (or stays absent); so it is on
+//! SIGHUP and SIGQUIT, which also end a run (a dropped ssh session, Ctrl-\). Temporary
 //! files are registered here so the signal handler can remove them before the process exits.
 
 use std::fs::{self, File};
@@ -15,12 +16,19 @@ use crate::error::{Error, Exit, Result};
 /// Temporary files to remove if a signal stops the process.
 static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Install the SIGINT/SIGTERM handler: remove live temporary files, then exit 130 or 143.
+/// Install the handler for the signals that stop a run (SIGHUP, SIGINT, SIGQUIT, SIGTERM): remove
+/// live temporary files, then exit 128 + the signal's number (129, 130, 131, 143).
 pub fn install_signal_cleanup() {
     #[cfg(unix)]
     {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        // A signal ignored when the process started stays ignored: `nohup` ignores SIGHUP, and a
+        // shell starts background jobs with SIGINT and SIGQUIT ignored; a run meant to survive
+        // them must not be ended by them.
+        let caught = [SIGHUP, SIGINT, SIGQUIT, SIGTERM]
+            .into_iter()
+            .filter(|&s| !ignored_at_start(s));
+        let Ok(mut signals) = signal_hook::iterator::Signals::new(caught) else {
             return;
         };
         std::thread::spawn(move || {
@@ -29,16 +37,28 @@ pub fn install_signal_cleanup() {
                 for path in temps.iter() {
                     let _ = fs::remove_file(path);
                 }
-                let exit = if signal == SIGTERM {
-                    Exit::Terminated
-                } else {
-                    Exit::Interrupted
+                let exit = match signal {
+                    SIGTERM => Exit::Terminated,
+                    SIGHUP => Exit::HungUp,
+                    SIGQUIT => Exit::Quit,
+                    _ => Exit::Interrupted,
                 };
                 eprintln!("error: {}", Error::Interrupted(exit));
                 // Exit while still holding the lock, so no rename can slip in after the cleanup.
                 std::process::exit(exit.code().into());
             }
         });
+    }
+}
+
+/// Whether `signal`'s disposition is "ignore" (inherited through `exec`).
+#[cfg(unix)]
+fn ignored_at_start(signal: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -187,23 +207,40 @@ fn mode_0600() -> fs::Permissions {
         .expect("current directory")
 }
 
-/// True if `a` and `b` name the same existing file (so an output would overwrite its input).
+/// True if `a` and `b` name the same existing regular file (so an output would overwrite its
+/// input). `-` stands for standard input: `decrypt - -o x.zip < x.zip` must be caught too.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (fs::metadata(a), fs::metadata(b)) {
-            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-            _ => false,
-        }
+        let id = |p: &Path| {
+            let meta = if p.as_os_str() == "-" {
+                stdin_metadata()
+            } else {
+                fs::metadata(p).ok()
+            }?;
+            meta.is_file().then(|| (meta.dev(), meta.ino()))
+        };
+        matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
     }
     #[cfg(not(unix))]
     {
+        if a.as_os_str() == "-" || b.as_os_str() == "-" {
+            return false;
+        }
         match (fs::canonicalize(a), fs::canonicalize(b)) {
             (Ok(x), Ok(y)) => x == y,
             _ => false,
         }
     }
+}
+
+/// What standard input is, from a duplicate of its descriptor (std offers no `fstat` on it).
+#[cfg(unix)]
+fn stdin_metadata() -> Option<fs::Metadata> {
+    use std::os::fd::AsFd;
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    File::from(fd).metadata().ok()
 }
 
 #[cfg(test)]

@@ -593,11 +593,12 @@ fn open_chunk(
             Ok(opened) => {
                 released += 1;
                 nonces.push((opened.nonce, row));
-                if key_ids.last().is_none_or(|k| k.as_slice() != opened.key_id)
-                    && !key_ids.iter().any(|k| k.as_slice() == opened.key_id)
+                let key_id = &*opened.key_id;
+                if key_ids.last().is_none_or(|k| k.as_slice() != key_id)
+                    && !key_ids.iter().any(|k| k.as_slice() == key_id)
                     && key_ids.len() <= MAX_KEY_IDS
                 {
-                    key_ids.push(opened.key_id.to_vec());
+                    key_ids.push(key_id.to_vec());
                 }
                 if decrypting {
                     out.push(b'\n');

@@ -160,8 +160,9 @@ fn strip_position(text: &str) -> String {
 /// What opening a row learned besides its plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened<'a> {
-    /// The row's informational key id.
-    pub key_id: &'a [u8],
+    /// The row's informational key id, unescaped: borrowed from the line, or (only when the line
+    /// spelled it with JSON escapes such as `\/`) a copy.
+    pub key_id: Cow<'a, [u8]>,
     /// The row's nonce.
     pub nonce: [u8; NONCE_LEN],
 }
@@ -251,7 +252,7 @@ impl RowOpener {
         let tag = self.decode_blob(blob_b64, out, start)?;
         self.open_decoded(row, &nonce, blob_b64, &tag, out, start)?;
         Ok(Opened {
-            key_id: trim_key_id(key_id, &fields, line),
+            key_id: line_key_id(key_id, &fields, line),
             nonce,
         })
     }
@@ -287,7 +288,10 @@ impl RowOpener {
             return Ok(None);
         };
         self.open_decoded(row, &nonce, blob_b64, &tag, out, start)?;
-        Ok(Some(Opened { key_id, nonce }))
+        Ok(Some(Opened {
+            key_id: Cow::Borrowed(key_id),
+            nonce,
+        }))
     }
 
     /// Decode `blob_b64` (`ciphertext || tag`) into `out[start..]`, leaving the ciphertext there
@@ -440,16 +444,16 @@ fn split_plain(v: &[u8]) -> Option<Parts<'_>> {
     Some((&v[..p], &v[p + 1..l], &v[l + 1..]))
 }
 
-/// The key id is borrowed from the line when the line needed no unescaping; otherwise (rare) it is
-/// reported as empty rather than copied, since it is informational only.
-fn trim_key_id<'l>(key_id: &[u8], fields: &Fields<'_>, line: &'l [u8]) -> &'l [u8] {
+/// The key id, borrowed from the line when the line needed no unescaping; otherwise (rare: a
+/// writer that escapes `/` or non-ASCII) copied out of the unescaped value.
+fn line_key_id<'l>(key_id: &[u8], fields: &Fields<'_>, line: &'l [u8]) -> Cow<'l, [u8]> {
     match fields.value {
         Cow::Borrowed(_) => {
             // key_id points into `line`: recover the same bytes with `line`'s lifetime.
             let offset = key_id.as_ptr() as usize - line.as_ptr() as usize;
-            &line[offset..offset + key_id.len()]
+            Cow::Borrowed(&line[offset..offset + key_id.len()])
         }
-        Cow::Owned(_) => b"",
+        Cow::Owned(_) => Cow::Owned(key_id.to_vec()),
     }
 }
 
@@ -708,12 +712,30 @@ mod tests {
     }
 
     #[test]
+    fn a_key_id_spelled_with_json_escapes_is_reported_unescaped() {
+        let line = line_for("c", 2, "kid/2024", br#"{"a":1}"#);
+        let mut o = opener("c");
+        // As PHP's json_encode writes it: every `/` escaped, in the key id and the base64 alike.
+        let escaped = String::from_utf8(line).unwrap().replace('/', "\\/");
+        assert!(escaped.contains(r"kid\/2024:"));
+        let mut out = Vec::new();
+        let opened = o.open_into(2, escaped.as_bytes(), &mut out).unwrap();
+        assert_eq!(&*opened.key_id, b"kid/2024");
+        assert_eq!(out, br#"{"a":1}"#);
+        // And `é` as `\u00e9`.
+        let line = line_for("c", 0, "kid-é", b"1");
+        let escaped = String::from_utf8(line).unwrap().replace('é', "\\u00e9");
+        let opened = o.open_into(0, escaped.as_bytes(), &mut Vec::new()).unwrap();
+        assert_eq!(&*opened.key_id, "kid-é".as_bytes());
+    }
+
+    #[test]
     fn round_trip_and_crlf() {
         let mut line = line_for("c", 4, "kid:x", br#"{"a":1}"#);
         let mut o = opener("c");
         let mut out = b"prev".to_vec();
         let opened = o.open_into(4, &line, &mut out).unwrap();
-        assert_eq!(opened.key_id, b"kid:x");
+        assert_eq!(&*opened.key_id, b"kid:x");
         assert_eq!(out, br#"prev{"a":1}"#);
         line.push(b'\r');
         let mut out = Vec::new();

@@ -12,9 +12,11 @@
 //! Secrets are held in buffers that are wiped on drop and have no `Debug` that shows them; no error
 //! ever contains a secret or the signature the body should have had.
 //!
-//! Testing aid: when the environment variable `CIPHERSTREAM_NOW` holds a whole number of Unix
-//! seconds, [`now`] returns it instead of the system clock, so tests can check stale and future
-//! timestamps against fixed bodies. It is not meant for production use.
+//! Testing aid: in a debug build (the one `cargo test` runs), when the environment variable
+//! `CIPHERSTREAM_NOW` holds a whole number of Unix seconds, [`now`] returns it instead of the
+//! system clock, so tests can check stale and future timestamps against fixed bodies. A release
+//! build ignores it: a stray variable on a production receiver must not move the clock that the
+//! timestamp check trusts.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -31,7 +33,7 @@ use crate::error::{display_input, Error, Exit, Result};
 /// Environment variable holding the webhook secret when no `--secret-file` is given.
 pub const ENV_SECRET: &str = "CIPHERSTREAM_WEBHOOK_SECRET";
 
-/// Environment variable overriding the current time (Unix seconds); a testing aid.
+/// Environment variable overriding the current time (Unix seconds) in debug builds; a testing aid.
 pub const ENV_NOW: &str = "CIPHERSTREAM_NOW";
 
 /// Delivery ids longer than this are refused rather than written to the seen-file.
@@ -127,7 +129,29 @@ impl Secret {
 /// the list returned is never empty.
 pub fn load_secrets(files: &[PathBuf]) -> Result<Vec<Secret>> {
     if !files.is_empty() {
-        return files.iter().map(|path| Secret::from_file(path)).collect();
+        // During a rotation the receiver lists the old and the new file; once one of them is
+        // removed, the others must still work (with a warning, so the configuration gets fixed).
+        // A file that exists but cannot be read is still an error, as is every file missing.
+        let present: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| !matches!(p.try_exists(), Ok(false)))
+            .collect();
+        if present.is_empty() {
+            return Err(Secret::from_file(&files[0])
+                .err()
+                .unwrap_or_else(|| Error::Usage("no webhook secret file exists".to_owned())));
+        }
+        for missing in files.iter().filter(|p| !present.contains(p)) {
+            eprintln!(
+                "warning: the webhook secret file {} does not exist; trying the other {}",
+                missing.display(),
+                match present.len() {
+                    1 => "one".to_owned(),
+                    n => n.to_string(),
+                }
+            );
+        }
+        return present.iter().map(|path| Secret::from_file(path)).collect();
     }
     if let Some(value) = std::env::var_os(ENV_SECRET) {
         let text = Zeroizing::new(value.into_encoded_bytes());
@@ -150,7 +174,8 @@ impl fmt::Debug for Signature {
 
 impl Signature {
     /// Parse `sha256=<64 hex digits>`; the `sha256=` prefix is optional and both the prefix and
-    /// the hex digits may be in either case. Anything else is an error (exit 1).
+    /// the hex digits may be in either case. Anything else fails verification (exit 3): the value
+    /// comes from the request, and a forged request is as likely to carry garbage as a wrong MAC.
     pub fn parse(header: &str) -> Result<Signature> {
         let text = header.trim();
         let hex = match text.split_once('=') {
@@ -193,7 +218,7 @@ fn malformed_signature(why: String) -> Error {
             "--signature is malformed: {why}; expected sha256= followed by 64 hex digits"
         ),
         hint: Some("pass the X-CipherStream-Signature header's value exactly as received".into()),
-        exit: Exit::Failure,
+        exit: Exit::Auth,
     }
 }
 
@@ -434,9 +459,10 @@ pub fn check_timestamp(
     })
 }
 
-/// The current time in Unix seconds: `CIPHERSTREAM_NOW` when set (a testing aid), else the system
-/// clock. A `CIPHERSTREAM_NOW` that is not a whole number is a usage error.
+/// The current time in Unix seconds: the system clock, or in a debug build `CIPHERSTREAM_NOW` when
+/// set (a testing aid; one that is not a whole number is a usage error).
 pub fn now() -> Result<i64> {
+    #[cfg(debug_assertions)]
     if let Some(value) = std::env::var_os(ENV_NOW).filter(|v| !v.is_empty()) {
         let text = value.to_string_lossy();
         return text.trim().parse::<i64>().map_err(|_| {
@@ -896,7 +922,7 @@ mod tests {
             format!("sha256={}é", &hex[..62]),
         ] {
             let e = Signature::parse(&bad).unwrap_err();
-            assert_eq!(e.exit(), Exit::Failure, "{bad:?}");
+            assert_eq!(e.exit(), Exit::Auth, "{bad:?}");
             assert!(
                 e.to_string().starts_with("--signature is malformed: "),
                 "{e}"

@@ -19,7 +19,8 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     let inputs = &args.read.inputs;
     let reading = Reading::resolve(&args.read, false, args.skip_bad_rows)?;
 
-    if let Some(dest) = &args.output {
+    // `-o -` is standard output, as an input of `-` is standard input.
+    if let Some(dest) = args.output.as_ref().filter(|d| d.as_os_str() != "-") {
         refuse_overwriting_inputs(inputs, std::slice::from_ref(dest))?;
         let mut file = AtomicFile::create(dest)?;
         for input in inputs {
@@ -87,13 +88,13 @@ fn refuse_overwriting_inputs(
     inputs: &[std::path::PathBuf],
     dests: &[std::path::PathBuf],
 ) -> Result<()> {
-    for input in inputs.iter().filter(|i| i.as_os_str() != "-") {
+    for input in inputs {
         for dest in dests {
             if same_file(input, dest) {
                 return Err(Error::Usage(format!(
                     "the output {} is the input {}: refusing to overwrite the export",
                     dest.display(),
-                    input.display()
+                    display_input(input)
                 )));
             }
         }

@@ -32,6 +32,11 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
     }
     let job_id = job_id(args)?;
     let output = &args.output;
+    if output.as_os_str() == "-" {
+        return Err(Error::Usage(
+            "encrypt writes a file: give -o a path (standard output is not supported)".to_owned(),
+        ));
+    }
     if output.is_dir() {
         return Err(Error::Usage(format!(
             "-o {} is a directory, not a file path",
@@ -39,11 +44,11 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
         )));
     }
     let from_stdin = args.input.as_os_str() == "-";
-    if !from_stdin && same_file(&args.input, output) {
+    if same_file(&args.input, output) {
         return Err(Error::Usage(format!(
             "the output {} is the input {}: refusing to overwrite the input",
             output.display(),
-            args.input.display()
+            display_input(&args.input)
         )));
     }
     let key = Key::load(args.key_file.as_deref())?;

@@ -11,7 +11,7 @@ use crate::key::Key;
 pub fn run(args: &KeygenArgs) -> Result<()> {
     let key = Key::generate()?;
     let line = key.to_base64_line();
-    match &args.output {
+    match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(line.as_bytes())

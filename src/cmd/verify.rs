@@ -19,6 +19,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let inputs = &args.read.inputs;
     let mut first_failure = None;
     let mut failed = 0;
+    let mut unwritten = None;
     for input in inputs {
         let name = display_input(input);
         let result = reading
@@ -35,16 +36,23 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             failed += 1;
             first_failure.get_or_insert(e.exit());
         }
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").map_err(|e| Error::io("writing standard output", e))?;
+        // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
+        // neither stops the checking of the other inputs nor hides a failure.
+        if unwritten.is_none() {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                unwritten = Some(e);
+            }
+        }
     }
-    match first_failure {
-        None => Ok(()),
-        Some(exit) => Err(Error::Inputs {
+    match (first_failure, unwritten) {
+        (Some(exit), _) => Err(Error::Inputs {
             failed,
             total: inputs.len(),
             exit,
         }),
+        (None, Some(e)) => Err(Error::io("writing standard output", e)),
+        (None, None) => Ok(()),
     }
 }
 

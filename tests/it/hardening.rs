@@ -349,8 +349,13 @@ fn unsafe_kill(pid: u32, signal: i32) {
 }
 
 #[test]
-fn sigterm_and_sigint_during_output_leave_nothing() {
-    for (signal, code, name) in [(15, 143, "SIGTERM"), (2, 130, "SIGINT")] {
+fn sigterm_sigint_sighup_and_sigquit_during_output_leave_nothing() {
+    for (signal, code, name) in [
+        (15, 143, "SIGTERM"),
+        (2, 130, "SIGINT"),
+        (1, 129, "SIGHUP"),
+        (3, 131, "SIGQUIT"),
+    ] {
         let (out, dir) = interrupted_run(signal);
         assert_eq!(out.status.code(), Some(code), "{name}");
         assert_eq!(
@@ -367,6 +372,139 @@ fn sigterm_and_sigint_during_output_leave_nothing() {
             b"previous\n"
         );
     }
+}
+
+#[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    // As under `nohup`: SIGHUP ignored when the process starts. A hang-up must not end the run.
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let dest = dir.path().join("out.ndjson");
+    let mut child = StdCommand::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' HUP; exec "$0" decrypt - --customer-id "$1" --key-file "$2" -o "$3""#)
+        .arg(bin())
+        .arg(VEC_ID)
+        .arg(&key)
+        .arg(&dest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let export = std::fs::read(vector("plain.ndjson")).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (head, tail) = export.split_at(export.len() / 2);
+    stdin.write_all(head).unwrap();
+    let started = Instant::now();
+    while entries(dir.path()).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no temporary file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_kill(child.id(), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    stdin.write_all(tail).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        decrypt_vector("plain.ndjson", &[]).stdout
+    );
+}
+
+#[test]
+fn verify_with_its_reader_gone_still_checks_every_input_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    for inputs in [
+        &["auth_tag_flipped_row2.ndjson"][..],
+        &["plain.ndjson", "auth_tag_flipped_row2.ndjson"][..],
+    ] {
+        let mut child = StdCommand::new(bin())
+            .arg("verify")
+            .args(inputs.iter().map(|i| vector(i)))
+            .args(["--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the pipe's read end before verify writes its first line (`| true`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(3), "{inputs:?}: {stderr}");
+        assert!(
+            stderr.contains("auth_tag_flipped_row2.ndjson: row 2: authentication failed"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn standard_input_is_never_overwritten_by_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let export = dir.path().join("same.zip");
+    std::fs::copy(vector("zip_deflated.zip"), &export).unwrap();
+    let before = std::fs::read(&export).unwrap();
+    for command in [&["decrypt", "-"][..], &["encrypt", "-"][..]] {
+        let out = StdCommand::new(bin())
+            .args(command)
+            .args(["--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&export)
+            .stdin(std::fs::File::open(&export).unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the output {} is the input <stdin>: refusing to overwrite the",
+                export.display()
+            )),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&export).unwrap(), before);
+        assert_eq!(entries(dir.path()), ["customer.key", "same.zip"]);
+    }
+}
+
+#[test]
+fn dash_as_the_output_is_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let out = cipherstream()
+        .current_dir(dir.path())
+        .arg("decrypt")
+        .arg(vector("plain.ndjson"))
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .args(["-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, decrypt_vector("plain.ndjson", &[]).stdout);
+    assert_eq!(entries(dir.path()), ["customer.key"]);
+    let out = cipherstream()
+        .current_dir(dir.path())
+        .args(["keygen", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout.len(), 45);
+    assert_eq!(entries(dir.path()), ["customer.key"]);
 }
 
 fn under_pty(command: &str) -> String {

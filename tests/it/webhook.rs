@@ -198,10 +198,55 @@ fn malformed_signature_is_a_clear_error() {
     ] {
         verify_completed(&s, sig)
             .assert()
-            .code(1)
+            .code(3)
             .stdout("")
             .stderr(contains("--signature is malformed").and(contains("64 hex digits")));
     }
+}
+
+#[test]
+fn a_removed_secret_file_after_rotation_is_skipped_with_a_warning() {
+    let s = secrets();
+    let gone = s.dir.path().join("gone.secret");
+    // The old file is gone, the new one matches: verified, and the configuration is flagged.
+    cipherstream_at(TS_COMPLETED)
+        .args(["webhook", "verify", "--signature", SIG_COMPLETED])
+        .arg("--secret-file")
+        .arg(&s.new)
+        .arg("--secret-file")
+        .arg(&gone)
+        .arg(body_path("completed.json"))
+        .assert()
+        .success()
+        .stdout(completed())
+        .stderr(format!(
+            "warning: the webhook secret file {} does not exist; trying the other one\n",
+            gone.display()
+        ));
+    // The remaining secret does not match: a failure that counts only the secret tried.
+    cipherstream_at(TS_COMPLETED)
+        .args(["webhook", "verify", "--signature", SIG_COMPLETED])
+        .arg("--secret-file")
+        .arg(&gone)
+        .arg("--secret-file")
+        .arg(&s.old)
+        .arg(body_path("completed.json"))
+        .assert()
+        .code(3)
+        .stderr(contains("tried 1 secret: webhook secret file"));
+    // Every file missing is still an error naming the file.
+    cipherstream_at(TS_COMPLETED)
+        .args(["webhook", "verify", "--signature", SIG_COMPLETED])
+        .arg("--secret-file")
+        .arg(&gone)
+        .arg(body_path("completed.json"))
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(contains(format!(
+            "cannot open webhook secret file {}",
+            gone.display()
+        )));
 }
 
 #[test]
