@@ -130,64 +130,82 @@ pub fn read_ndjson<T>(
     f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
 ) -> Result<T> {
     let name = display_input(input);
-    let mut head = [0u8; 64];
     if input.as_os_str() == "-" {
-        let mut stdin = io::stdin().lock();
-        let n =
-            read_head(&mut stdin, &mut head).map_err(|e| Error::io("reading standard input", e))?;
-        let kind = Kind::detect(&head[..n]);
-        match kind {
-            Kind::Zip => {
-                let mut spool = tempfile::tempfile()
-                    .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
-                let mut all = io::Cursor::new(&head[..n]).chain(stdin);
-                io::copy(&mut all, &mut spool)
-                    .map_err(|e| Error::io("spooling the ZIP from standard input", e))?;
-                spool
-                    .seek(SeekFrom::Start(0))
-                    .map_err(|e| Error::io("rewinding the spool", e))?;
-                read_zip(spool, &name, member, count, f)
-            }
-            Kind::Gzip => {
-                let reader = Counting {
-                    inner: io::Cursor::new(&head[..n]).chain(stdin),
-                    count,
-                };
-                let opened = Opened {
-                    kind,
-                    member: None,
-                    total: None,
-                    crc32: None,
-                };
-                f(&mut flate2::read::MultiGzDecoder::new(reader), &opened)
-            }
-            Kind::Plain => {
-                check_plain(&name, &head[..n])?;
-                let opened = Opened {
-                    kind,
-                    member: None,
-                    total: None,
-                    crc32: None,
-                };
-                let mut reader = Counting {
-                    inner: io::Cursor::new(&head[..n]).chain(stdin),
-                    count,
-                };
-                f(&mut reader, &opened)
-            }
+        return read_stream(io::stdin().lock(), &name, member, count, f);
+    }
+    let file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+    if meta.is_dir() {
+        return Err(Error::container(
+            &name,
+            "is a directory, not an export file",
+        ));
+    }
+    if !meta.is_file() {
+        // A FIFO, `/dev/stdin`, a process substitution (`<(curl ...)`): it cannot seek, so it is
+        // read as a stream, as `-` is.
+        return read_stream(file, &name, member, count, f);
+    }
+    read_ndjson_from(file, &name, meta.len(), member, count, f)
+}
+
+/// [`read_ndjson`] for a source that cannot seek (standard input, a pipe): the container is told
+/// from the first bytes, a ZIP is spooled to an unnamed temporary file (its directory is at its
+/// end), gzip and NDJSON are read as they arrive. A stream with no bytes at all is an error: every
+/// export, even one without rows, has some (a ZIP's or gzip's headers), so an empty pipe is a
+/// download that failed (`curl -sf ... | cipherstream decrypt -`), not an export with no rows.
+fn read_stream<S: Read, T>(
+    mut stream: S,
+    name: &str,
+    member: Option<&str>,
+    count: Arc<AtomicU64>,
+    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
+) -> Result<T> {
+    let mut head = [0u8; 64];
+    let n =
+        read_head(&mut stream, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if n == 0 {
+        return Err(Error::container(
+            name,
+            "no data at all: even an export with no rows has some, so the download probably failed",
+        ));
+    }
+    let kind = Kind::detect(&head[..n]);
+    let opened = Opened {
+        kind,
+        member: None,
+        total: None,
+        crc32: None,
+    };
+    match kind {
+        Kind::Zip => {
+            let mut spool = tempfile::tempfile()
+                .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
+            let mut all = io::Cursor::new(&head[..n]).chain(stream);
+            io::copy(&mut all, &mut spool)
+                .map_err(|e| Error::io(format!("spooling the ZIP from {name}"), e))?;
+            spool
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io("rewinding the spool", e))?;
+            read_zip(spool, name, member, count, f)
         }
-    } else {
-        let file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-        if meta.is_dir() {
-            return Err(Error::container(
-                &name,
-                "is a directory, not an export file",
-            ));
+        Kind::Gzip => {
+            let reader = Counting {
+                inner: io::Cursor::new(&head[..n]).chain(stream),
+                count,
+            };
+            f(&mut flate2::read::MultiGzDecoder::new(reader), &opened)
         }
-        read_ndjson_from(file, &name, meta.len(), member, count, f)
+        Kind::Plain => {
+            check_plain(name, &head[..n])?;
+            let mut reader = Counting {
+                inner: io::Cursor::new(&head[..n]).chain(stream),
+                count,
+            };
+            f(&mut reader, &opened)
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
 use crate::error::{display_input, Error, Result};
 use crate::output::{same_file, AtomicFile};
+use crate::pipeline::Summary;
 
 /// Run `decrypt`.
 pub fn run(args: &DecryptArgs) -> Result<()> {
@@ -23,10 +24,13 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     if let Some(dest) = args.output.as_ref().filter(|d| d.as_os_str() != "-") {
         refuse_overwriting_inputs(inputs, std::slice::from_ref(dest))?;
         let mut file = AtomicFile::create(dest)?;
+        let mut salvaged = Vec::new();
         for input in inputs {
-            reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+            let result = reading.process(input, Some(&mut file as &mut dyn Write), "decrypted");
+            salvage(result, &mut salvaged)?;
         }
-        return file.commit();
+        file.commit()?;
+        return salvage_outcome(salvaged, inputs.len());
     }
 
     if let Some(dir) = &args.output_dir {
@@ -55,8 +59,11 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         let mut failed = 0;
         for (input, dest) in inputs.iter().zip(&dests) {
             let result = AtomicFile::create(dest).and_then(|mut file| {
-                reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
-                file.commit()
+                let mut salvaged = Vec::new();
+                let result = reading.process(input, Some(&mut file as &mut dyn Write), "decrypted");
+                salvage(result, &mut salvaged)?;
+                file.commit()?;
+                salvage_outcome(salvaged, 1)
             });
             if let Err(e) = result {
                 report(&e);
@@ -76,11 +83,45 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let mut salvaged = Vec::new();
     for input in inputs {
-        reading.process(input, Some(&mut out as &mut dyn Write), "decrypted")?;
+        let result = reading.process(input, Some(&mut out as &mut dyn Write), "decrypted");
+        salvage(result, &mut salvaged)?;
     }
     out.flush()
-        .map_err(|e| Error::io("writing standard output", e))
+        .map_err(|e| Error::io("writing standard output", e))?;
+    salvage_outcome(salvaged, inputs.len())
+}
+
+/// With `--skip-bad-rows`, an input whose bad rows were skipped is still written: its rows that
+/// authenticated are the salvage that was asked for (to standard output, into `-o`'s file, or to
+/// its own file in `--output-dir`), and the run goes on to the next input. Every other error
+/// stops as usual. The skips are kept for [`salvage_outcome`].
+fn salvage(result: Result<Summary>, salvaged: &mut Vec<Error>) -> Result<()> {
+    match result {
+        Err(e @ Error::RowsSkipped { .. }) => {
+            salvaged.push(e);
+            Ok(())
+        }
+        other => other.map(drop),
+    }
+}
+
+/// The run's outcome once everything salvaged was written: a failure (exit 1 or 3) if any row was
+/// skipped, never success.
+fn salvage_outcome(salvaged: Vec<Error>, total: usize) -> Result<()> {
+    match salvaged.len() {
+        0 => Ok(()),
+        1 => Err(salvaged.into_iter().next().expect("one")),
+        failed => {
+            salvaged.iter().for_each(report);
+            Err(Error::Inputs {
+                failed,
+                total,
+                exit: salvaged[0].exit(),
+            })
+        }
+    }
 }
 
 /// Refuse to write plaintext over an input: that would destroy the encrypted export.

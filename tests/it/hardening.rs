@@ -225,12 +225,77 @@ fn skip_bad_rows_salvages_the_rest_and_still_fails() {
         stderr.contains("1 row(s) were skipped; the output is incomplete\n"),
         "{stderr}"
     );
-    // A salvage run never lands a file at -o either: the exit status says it is incomplete.
     let out = decrypt_vector("parse_line_not_json_row1.ndjson", &["--skip-bad-rows"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("row 1: malformed line"));
+
+    // The salvage lands at -o (mode 0600) and in --output-dir too, still with exit 3; with several
+    // inputs the run goes on past a salvaged one.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("salvage.ndjson");
+    let out = decrypt_vector(
+        "auth_ciphertext_flipped_row3.ndjson",
+        &["--skip-bad-rows", "-o", dest.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(std::fs::read(&dest).unwrap(), expected.concat());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let out = StdCommand::new(bin())
+        .arg("decrypt")
+        .arg(vector("auth_ciphertext_flipped_row3.ndjson"))
+        .arg(vector("plain.ndjson"))
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .arg("--skip-bad-rows")
+        .arg("--output-dir")
+        .arg(&outdir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        entries(&outdir),
+        ["auth_ciphertext_flipped_row3.ndjson", "plain.ndjson"]
+    );
+    assert_eq!(
+        std::fs::read(outdir.join("auth_ciphertext_flipped_row3.ndjson")).unwrap(),
+        expected.concat()
+    );
+    assert_eq!(
+        std::fs::read(outdir.join("plain.ndjson")).unwrap(),
+        full.stdout
+    );
+    let out = StdCommand::new(bin())
+        .arg("decrypt")
+        .arg(vector("auth_ciphertext_flipped_row3.ndjson"))
+        .arg(vector("plain.ndjson"))
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .arg("--skip-bad-rows")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        out.stdout,
+        [expected.concat(), full.stdout.clone()].concat()
+    );
+    // Without --skip-bad-rows nothing lands at -o.
+    let dest = dir.path().join("strict.ndjson");
+    let out = decrypt_vector(
+        "auth_ciphertext_flipped_row3.ndjson",
+        &["-o", dest.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!dest.exists());
 }
 
 #[test]
@@ -479,6 +544,85 @@ fn standard_input_is_never_overwritten_by_the_output() {
         assert_eq!(std::fs::read(&export).unwrap(), before);
         assert_eq!(entries(dir.path()), ["customer.key", "same.zip"]);
     }
+}
+
+#[test]
+fn a_named_pipe_or_dev_stdin_is_read_as_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    for name in ["zip_deflated.zip", "gzip.ndjson.gz", "plain.ndjson"] {
+        let want = decrypt_vector(name, &[]);
+        assert_eq!(want.status.code(), Some(0));
+        // `cat export | cipherstream decrypt /dev/stdin`
+        let out = StdCommand::new("sh")
+            .arg("-c")
+            .arg(r#"cat "$1" | "$0" decrypt /dev/stdin --customer-id "$2" --key-file "$3""#)
+            .arg(bin())
+            .arg(vector(name))
+            .arg(VEC_ID)
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), &out.stdout),
+            (Some(0), &want.stdout),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A FIFO, as `<(curl ...)` gives.
+        let fifo = dir.path().join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(StdCommand::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let (path, source) = (fifo.clone(), vector(name));
+        let writer = std::thread::spawn(move || {
+            let mut pipe = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            let _ = pipe.write_all(&std::fs::read(source).unwrap());
+        });
+        let out = StdCommand::new(bin())
+            .arg("decrypt")
+            .arg(&fifo)
+            .args(["--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            (out.status.code(), &out.stdout),
+            (Some(0), &want.stdout),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_empty_stream_is_a_failed_download_not_an_empty_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let dest = dir.path().join("out.ndjson");
+    std::fs::write(&dest, "previous\n").unwrap();
+    // `curl -sf "$expired_link" | cipherstream decrypt - -o out.ndjson`
+    let out = StdCommand::new(bin())
+        .args(["decrypt", "-", "--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .arg("-o")
+        .arg(&dest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: <stdin>: no data at all: even an export with no rows has some, so the download \
+         probably failed\nhint: check that the download completed (compare its size with the \
+         webhook's file_size_bytes) and that this is the export file itself\n"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"previous\n");
+    assert_eq!(entries(dir.path()), ["customer.key", "out.ndjson"]);
 }
 
 #[test]
