@@ -50,8 +50,17 @@ pub enum Command {
     Webhook(WebhookCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
-    /// Print the man page (roff) on standard output.
-    Man,
+    /// Print the man pages (roff) on standard output, or write one file per page.
+    Man(ManArgs),
+}
+
+/// `cipherstream man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write cipherstream.1 and one cipherstream-<command>.1 per command into DIR (so the pages'
+    /// cross-references resolve once installed), instead of all pages on standard output.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Options shared by every command that reads exports.

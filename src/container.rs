@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::error::{display_input, Error, Result};
+use crate::error::{display_input, Error, Exit, Result};
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +173,7 @@ fn read_stream<S: Read, T>(
         ));
     }
     let kind = Kind::detect(&head[..n]);
+    refuse_member(name, kind, member)?;
     let opened = Opened {
         kind,
         member: None,
@@ -229,6 +230,7 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(format!("reading {name}"), e))?;
     let kind = Kind::detect(&head[..n]);
+    refuse_member(name, kind, member)?;
     match kind {
         Kind::Zip => read_zip(source, name, member, count, f),
         Kind::Gzip => {
@@ -263,6 +265,17 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
                 &opened,
             )
         }
+    }
+}
+
+/// `--member` chooses inside a ZIP; given for gzip or plain NDJSON it would silently do nothing.
+fn refuse_member(name: &str, kind: Kind, member: Option<&str>) -> Result<()> {
+    match member {
+        Some(member) if kind != Kind::Zip => Err(Error::Usage(format!(
+            "--member {member:?} picks a file inside a ZIP, but {name} is {} (it has no members)",
+            kind.name()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -345,6 +358,24 @@ fn read_zip<R: Read + Seek, T>(
             };
             let inner = Inflate::new(raw, declared);
             return f(&mut Counting { inner, count }, &opened);
+        }
+        let method = raw.compression();
+        if method != zip::CompressionMethod::Stored && method != zip::CompressionMethod::Deflated {
+            // Not damage: a ZIP made by another tool (bzip2, LZMA, zstd). Say so.
+            #[allow(deprecated)] // to_u16: the method's number, for its name
+            let code = method.to_u16();
+            return Err(Error::Failed {
+                message: format!(
+                    "{name}: the ZIP member is compressed with {} (method {code}), which \
+                     cipherstream does not read (the vendor's exports are deflated or stored)",
+                    zip::CompressionMethod::name_from_u16(code)
+                ),
+                hint: Some(
+                    "use the export as downloaded, or re-pack it with deflate (zip -Z deflate)"
+                        .into(),
+                ),
+                exit: Exit::Failure,
+            });
         }
     }
     // Stored, or anything the `zip` crate must judge (it refuses what it cannot read).
@@ -523,14 +554,13 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
             .iter()
             .find(|(_, n)| n == wanted)
             .map(|(i, _)| *i)
-            .ok_or_else(|| {
-                Error::container(
-                    input,
-                    format!(
-                        "the ZIP has no member named {wanted:?}; its members are: {}",
-                        listing()
-                    ),
-                )
+            .ok_or_else(|| Error::Failed {
+                message: format!(
+                    "{input}: the ZIP has no member named {wanted:?}; its members are: {}",
+                    listing()
+                ),
+                hint: Some("give --member one of the names listed, exactly".into()),
+                exit: Exit::Failure,
             });
     }
     match names {
@@ -539,18 +569,18 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
         _ => {
             let candidates: Vec<&(usize, String)> = names
                 .iter()
-                .filter(|(_, n)| n.ends_with(".ndjson"))
+                .filter(|(_, n)| n.to_ascii_lowercase().ends_with(".ndjson"))
                 .collect();
             match candidates.as_slice() {
                 [(i, _)] => Ok(*i),
-                [] => Err(Error::container(
-                    input,
-                    format!(
-                        "the ZIP holds several members and none ends in .ndjson: {}; choose one \
-                         with --member NAME",
+                [] => Err(Error::Failed {
+                    message: format!(
+                        "{input}: the ZIP holds several members and none ends in .ndjson: {}",
                         listing()
                     ),
-                )),
+                    hint: Some("choose one with --member NAME".into()),
+                    exit: Exit::Failure,
+                }),
                 many => Err(Error::AmbiguousArchive {
                     input: input.to_owned(),
                     members: many.iter().map(|(_, n)| n.clone()).collect(),
@@ -692,6 +722,52 @@ mod tests {
         }
         let (out, crc) = read_all(zip_of(&data, zip::CompressionMethod::Stored), 4096).unwrap();
         assert_eq!((out, crc), (data, None));
+    }
+
+    /// A member compressed with a method the tool does not read is named as such, not "corrupt".
+    #[test]
+    fn an_unsupported_compression_method_is_named() {
+        let mut zip = zip_of(b"{\"a\":1}\n", zip::CompressionMethod::Stored);
+        // Mark the member bzip2 (12) in its local header and its central directory entry.
+        zip[8] = 12;
+        let cd = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        zip[cd + 10] = 12;
+        let e = read_all(zip, 4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP member is compressed with Bzip2 (method 12), which cipherstream does not \
+             read (the vendor's exports are deflated or stored)"
+        );
+        assert_eq!(e.exit(), Exit::Failure);
+    }
+
+    #[test]
+    fn member_for_an_input_that_is_not_a_zip_is_refused() {
+        for (data, kind) in [
+            (b"{}\n".to_vec(), "NDJSON"),
+            (vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3], "gzip"),
+        ] {
+            let count = Arc::new(AtomicU64::new(0));
+            let e = read_ndjson_from(io::Cursor::new(data), "p", 3, Some("x"), count, |_, _| {
+                Ok(())
+            })
+            .unwrap_err();
+            assert_eq!(e.exit(), Exit::Usage);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "--member \"x\" picks a file inside a ZIP, but p is {kind} (it has no members)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn member_names_match_ndjson_in_any_case() {
+        assert_eq!(
+            choose_member("z", &names(&["README.txt", "EXPORT.NDJSON"]), None).unwrap(),
+            1
+        );
     }
 
     /// Deflate data cut short inside the archive is a truncated ZIP, after the bytes before it.

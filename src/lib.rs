@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Webhook(sub) => cmd::webhook::run(sub),
         Command::Completions(args) => cmd::completions::run(args),
-        Command::Man => cmd::completions::man(),
+        Command::Man(args) => cmd::completions::man(args),
     };
     match result {
         Ok(()) => Exit::Success,

@@ -25,10 +25,14 @@ pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
 pub fn customer_id(flag: Option<&str>) -> Result<String> {
     let id = match flag {
         Some(id) => id.to_owned(),
-        None => std::env::var(ENV_CUSTOMER_ID).map_err(|_| {
-            Error::Usage(format!(
+        None => std::env::var(ENV_CUSTOMER_ID).map_err(|e| match e {
+            std::env::VarError::NotUnicode(_) => Error::Usage(format!(
+                "{ENV_CUSTOMER_ID} is not valid UTF-8; the customer id is text (it is bound \
+                 into each row's AAD as UTF-8)"
+            )),
+            std::env::VarError::NotPresent => Error::Usage(format!(
                 "no customer id given: use --customer-id ID or set {ENV_CUSTOMER_ID}"
-            ))
+            )),
         })?,
     };
     if id.is_empty() {

@@ -99,9 +99,15 @@ fn json_err(name: &str, e: &Error) -> serde_json::Value {
         Error::Row { row, .. } => Some(*row),
         _ => None,
     };
+    // The same keys as a success, so a consumer can read every object alike; what a failure
+    // does not establish is null.
     json!({
         "input": name,
         "ok": false,
+        "rows": null,
+        "key_ids": null,
+        "container": null,
+        "member": null,
         "error": { "message": e.to_string(), "row": row, "hint": e.hint() },
         "exit_code": e.exit().code(),
     })

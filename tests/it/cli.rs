@@ -112,6 +112,22 @@ fn missing_customer_id_is_a_usage_error() {
         "error: no customer id given: use --customer-id ID or set CIPHERSTREAM_CUSTOMER_ID\n\
          hint: run with --help for usage\n"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let out = cipherstream()
+            .args(["decrypt", "x.zip"])
+            .env(
+                "CIPHERSTREAM_CUSTOMER_ID",
+                std::ffi::OsStr::from_bytes(b"cust_\xff"),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8(out.stderr).unwrap().starts_with(
+            "error: CIPHERSTREAM_CUSTOMER_ID is not valid UTF-8; the customer id is text"
+        ));
+    }
 }
 
 fn demo(args: &[&str]) -> std::process::Output {
@@ -319,6 +335,46 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
         roff.contains("authentication failed"),
         "the exit statuses are in the man page"
     );
+    // --out-dir: one file per page, and every page the main one refers to is there.
+    let dir = tempfile::tempdir().unwrap();
+    let out = cipherstream()
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let mut pages = crate::util::entries(dir.path());
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "cipherstream-completions.1",
+            "cipherstream-decrypt.1",
+            "cipherstream-encrypt.1",
+            "cipherstream-keygen.1",
+            "cipherstream-man.1",
+            "cipherstream-verify.1",
+            "cipherstream-webhook-sign.1",
+            "cipherstream-webhook-verify.1",
+            "cipherstream-webhook.1",
+            "cipherstream.1",
+        ]
+    );
+    for page in &pages {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert_eq!(text.matches(".TH ").count(), 1, "{page}");
+        // Every page referred to (`cipherstream\-decrypt(1)` in roff) is one of the files.
+        for rest in text.split("cipherstream\\-").skip(1) {
+            if let Some((name, _)) = rest.split_once("(1)") {
+                let file = format!("cipherstream-{}.1", name.replace("\\-", "-"));
+                assert!(
+                    pages.contains(&file),
+                    "{page} refers to {file}, which is missing"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -361,6 +417,13 @@ fn verify_json_reports_every_input_and_the_first_failure_status() {
     assert_eq!(lines[1]["container"], "ZIP");
     assert_eq!(lines[1]["error"], serde_json::Value::Null);
     assert!(lines[1]["key_ids"].as_array().is_some_and(|k| k.len() == 1));
+    // A failure has the same keys as a success.
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&lines[0]), keys(&lines[1]));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.ends_with("error: 1 of 2 inputs failed\n"),
