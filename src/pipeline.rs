@@ -689,6 +689,7 @@ fn release_in_order(
                 summary.container = Some(opened.kind.name());
                 summary.member = opened.member.clone();
                 progress.set_total(opened.total);
+                nonces.expect_input(opened.total);
             }
         }
         pending.insert(done.seq, done);
