@@ -130,28 +130,10 @@ def same_run_ratio(a: Contender, b: Contender) -> float | None:
     return statistics.median(a.runs[r]["wall"] / b.runs[r]["wall"] for r in common)
 
 
-def check_output(cs: Path, export: Path, key: Path, customer: str, meta: dict) -> str | None:
-    """Decrypt once and compare the SHA-256 of the output with what the generator recorded."""
+def output_problem(argv: list[str], meta: dict) -> str | None:
+    """Run `argv` once and compare the SHA-256 of its standard output with the generator's."""
     h = hashlib.sha256()
-    p = subprocess.Popen([str(cs), "decrypt", str(export), "--customer-id", customer, "--key-file",
-                          str(key), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.stdout is not None
-    for block in iter(lambda: p.stdout.read(1 << 20), b""):
-        h.update(block)
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    if p.wait() != 0:
-        return f"exit {p.returncode}: {err.strip()[:300]}"
-    if h.hexdigest() != meta["expected_output_sha256"]:
-        return "output differs from the generator's plaintext (SHA-256 mismatch)"
-    return None
-
-
-def check_python_output(py: list[str], export: Path, key: Path, customer_file: Path, meta: dict) -> str | None:
-    """Run the vendor sample with --emit once and compare its output with the generator's: it must
-    do the same job as the tool for the ratio to mean anything."""
-    h = hashlib.sha256()
-    p = subprocess.Popen([*py, "--emit", str(export), str(key), str(customer_file)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout is not None
     for block in iter(lambda: p.stdout.read(1 << 20), b""):
         h.update(block)
@@ -161,6 +143,18 @@ def check_python_output(py: list[str], export: Path, key: Path, customer_file: P
     if h.hexdigest() != meta["expected_output_sha256"]:
         return "output differs from the generator's plaintext (SHA-256 mismatch)"
     return None
+
+
+def check_output(cs: Path, export: Path, key: Path, customer: str, meta: dict) -> str | None:
+    """Decrypt once and compare the output with what the generator recorded."""
+    return output_problem([str(cs), "decrypt", str(export), "--customer-id", customer, "--key-file",
+                           str(key), "-q"], meta)
+
+
+def check_python_output(py: list[str], export: Path, key: Path, customer_file: Path, meta: dict) -> str | None:
+    """Run the vendor sample with --emit once and compare its output with the generator's: it must
+    do the same job as the tool for the ratio to mean anything."""
+    return output_problem([*py, "--emit", str(export), str(key), str(customer_file)], meta)
 
 
 def thread_cpu(argv: list[str]) -> dict[str, float] | None:
