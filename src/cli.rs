@@ -128,8 +128,9 @@ pub struct DecryptArgs {
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 
-    /// Salvage a damaged export: skip rows that fail (each reported on stderr), write the rest
-    /// (to -o and --output-dir too). The exit status is still non-zero when any row was skipped.
+    /// Salvage a damaged export to standard output: skip rows that fail (each reported on
+    /// stderr), write the rest. The exit status is still non-zero when any row was skipped. Not
+    /// with -o or --output-dir, which only ever hold complete exports.
     #[arg(long)]
     pub skip_bad_rows: bool,
 }

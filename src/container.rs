@@ -153,9 +153,7 @@ pub fn read_ndjson<T>(
 
 /// [`read_ndjson`] for a source that cannot seek (standard input, a pipe): the container is told
 /// from the first bytes, a ZIP is spooled to an unnamed temporary file (its directory is at its
-/// end), gzip and NDJSON are read as they arrive. A stream with no bytes at all is an error: every
-/// export, even one without rows, has some (a ZIP's or gzip's headers), so an empty pipe is a
-/// download that failed (`curl -sf ... | cipherstream decrypt -`), not an export with no rows.
+/// end), gzip and NDJSON are read as they arrive. No bytes at all is an error ([`no_data`]).
 fn read_stream<S: Read, T>(
     mut stream: S,
     name: &str,
@@ -167,10 +165,7 @@ fn read_stream<S: Read, T>(
     let n =
         read_head(&mut stream, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
     if n == 0 {
-        return Err(Error::container(
-            name,
-            "no data at all: even an export with no rows has some, so the download probably failed",
-        ));
+        return Err(no_data(name));
     }
     let kind = Kind::detect(&head[..n]);
     refuse_member(name, kind, member)?;
@@ -226,6 +221,9 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
     let mut head = [0u8; 64];
     let n =
         read_head(&mut source, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if n == 0 {
+        return Err(no_data(name));
+    }
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(format!("reading {name}"), e))?;
@@ -266,6 +264,18 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
             )
         }
     }
+}
+
+/// An input of 0 bytes is no export: every export, even one without rows, has some (a ZIP's or
+/// gzip's headers), so it is a download that failed (`curl -sf ... | cipherstream decrypt -`, or
+/// an empty file left by `curl -o`), never an export with no rows. A failure, not an empty
+/// success that would replace a good `-o` file with nothing.
+fn no_data(name: &str) -> Error {
+    Error::container(
+        name,
+        "no data at all (0 bytes): even an export with no rows has some, so the download \
+         probably failed",
+    )
 }
 
 /// `--member` chooses inside a ZIP; given for gzip or plain NDJSON it would silently do nothing.

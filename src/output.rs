@@ -43,7 +43,9 @@ pub fn install_signal_cleanup() {
                     SIGQUIT => Exit::Quit,
                     _ => Exit::Interrupted,
                 };
-                eprintln!("error: {}", Error::Interrupted(exit));
+                // Not eprintln!: it panics when stderr fails, and after SIGHUP the terminal is
+                // usually gone (EIO); a panic here would end this thread, not the process.
+                let _ = writeln!(io::stderr(), "error: {}", Error::Interrupted(exit));
                 // Exit while still holding the lock, so no rename can slip in after the cleanup.
                 std::process::exit(exit.code().into());
             }

@@ -13,7 +13,6 @@ use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
 use crate::error::{display_input, Error, Result};
 use crate::output::{same_file, AtomicFile};
-use crate::pipeline::Summary;
 
 /// Run `decrypt`.
 pub fn run(args: &DecryptArgs) -> Result<()> {
@@ -21,16 +20,25 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     let reading = Reading::resolve(&args.read, false, args.skip_bad_rows)?;
 
     // `-o -` is standard output, as an input of `-` is standard input.
-    if let Some(dest) = args.output.as_ref().filter(|d| d.as_os_str() != "-") {
+    let output = args.output.as_ref().filter(|d| d.as_os_str() != "-");
+    if args.skip_bad_rows && (output.is_some() || args.output_dir.is_some()) {
+        // A file at -o (or in --output-dir) means "every row authenticated": scripts test for it
+        // (the README's webhook receiver does), and SPEC section 3 promises it. A salvage is
+        // incomplete by definition, so it goes where the user can see it is not that file.
+        return Err(Error::Usage(
+            "--skip-bad-rows cannot write to -o or --output-dir, which only ever hold a complete \
+             export; send the salvage to standard output instead, e.g. \
+             (umask 077; cipherstream decrypt --skip-bad-rows ... > salvage.ndjson)"
+                .into(),
+        ));
+    }
+    if let Some(dest) = output {
         refuse_overwriting_inputs(inputs, std::slice::from_ref(dest))?;
         let mut file = AtomicFile::create(dest)?;
-        let mut salvaged = Vec::new();
         for input in inputs {
-            let result = reading.process(input, Some(&mut file as &mut dyn Write), "decrypted");
-            salvage(result, &mut salvaged)?;
+            reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
         }
-        file.commit()?;
-        return salvage_outcome(salvaged, inputs.len());
+        return file.commit();
     }
 
     if let Some(dir) = &args.output_dir {
@@ -59,11 +67,8 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         let mut failed = 0;
         for (input, dest) in inputs.iter().zip(&dests) {
             let result = AtomicFile::create(dest).and_then(|mut file| {
-                let mut salvaged = Vec::new();
-                let result = reading.process(input, Some(&mut file as &mut dyn Write), "decrypted");
-                salvage(result, &mut salvaged)?;
-                file.commit()?;
-                salvage_outcome(salvaged, 1)
+                reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+                file.commit()
             });
             if let Err(e) = result {
                 report(&e);
@@ -83,45 +88,49 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    // With --skip-bad-rows an input whose bad rows were skipped has still been written (its rows
+    // that authenticated are the salvage asked for) and the run goes on; any other error stops it.
     let mut salvaged = Vec::new();
+    let mut stopped = None;
     for input in inputs {
-        let result = reading.process(input, Some(&mut out as &mut dyn Write), "decrypted");
-        salvage(result, &mut salvaged)?;
-    }
-    out.flush()
-        .map_err(|e| Error::io("writing standard output", e))?;
-    salvage_outcome(salvaged, inputs.len())
-}
-
-/// With `--skip-bad-rows`, an input whose bad rows were skipped is still written: its rows that
-/// authenticated are the salvage that was asked for (to standard output, into `-o`'s file, or to
-/// its own file in `--output-dir`), and the run goes on to the next input. Every other error
-/// stops as usual. The skips are kept for [`salvage_outcome`].
-fn salvage(result: Result<Summary>, salvaged: &mut Vec<Error>) -> Result<()> {
-    match result {
-        Err(e @ Error::RowsSkipped { .. }) => {
-            salvaged.push(e);
-            Ok(())
-        }
-        other => other.map(drop),
-    }
-}
-
-/// The run's outcome once everything salvaged was written: a failure (exit 1 or 3) if any row was
-/// skipped, never success.
-fn salvage_outcome(salvaged: Vec<Error>, total: usize) -> Result<()> {
-    match salvaged.len() {
-        0 => Ok(()),
-        1 => Err(salvaged.into_iter().next().expect("one")),
-        failed => {
-            salvaged.iter().for_each(report);
-            Err(Error::Inputs {
-                failed,
-                total,
-                exit: salvaged[0].exit(),
-            })
+        match reading.process(input, Some(&mut out as &mut dyn Write), "decrypted") {
+            Ok(_) => {}
+            Err(e @ Error::RowsSkipped { .. }) => salvaged.push(e),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
         }
     }
+    if stopped.is_none() {
+        if let Err(e) = out.flush() {
+            stopped = Some(Error::io("writing standard output", e));
+        }
+    }
+    outcome(salvaged, stopped, inputs.len())
+}
+
+/// How a run to standard output ends. Without skipped rows: as the error that stopped it, if any
+/// (a closed pipe stays quiet, exit 0). With skipped rows it is always a failure, whatever came
+/// after (a reader that went away must not turn a salvage into a success): exit 1 or 3, as the
+/// first input with skips.
+fn outcome(salvaged: Vec<Error>, stopped: Option<Error>, total: usize) -> Result<()> {
+    let Some(first) = salvaged.first() else {
+        return stopped.map_or(Ok(()), Err);
+    };
+    let exit = first.exit();
+    let quiet = stopped.as_ref().is_some_and(Error::is_broken_pipe);
+    let mut failures: Vec<Error> = salvaged;
+    failures.extend(stopped.filter(|_| !quiet));
+    if failures.len() == 1 {
+        return Err(failures.pop().expect("one"));
+    }
+    failures.iter().for_each(report);
+    Err(Error::Inputs {
+        failed: failures.len(),
+        total,
+        exit,
+    })
 }
 
 /// Refuse to write plaintext over an input: that would destroy the encrypted export.

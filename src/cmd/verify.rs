@@ -75,10 +75,31 @@ fn text_ok(name: &str, s: &Summary) -> String {
     let ids = if s.key_ids.is_empty() {
         "none".to_owned()
     } else {
-        s.key_ids.join(", ")
+        s.key_ids
+            .iter()
+            .map(|id| printable(id))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let more = if s.more_key_ids { ", ..." } else { "" };
     format!("{name}: ok, {} rows, key ids: {ids}{more}", s.rows)
+}
+
+/// A key id as it may be shown on a terminal: control characters (a line's JSON can spell ESC,
+/// CR or LF as `\u001b`, `\r`, `\n`) and the bidirectional-text controls are escaped as `\u{..}`.
+/// The key id is not authenticated (it is outside the AAD), so whoever altered the export chooses
+/// it: unescaped, it could move the cursor or forge a line such as `x: ok, 10 rows`.
+fn printable(id: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    id.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn json_ok(name: &str, s: &Summary) -> serde_json::Value {
@@ -111,4 +132,28 @@ fn json_err(name: &str, e: &Error) -> serde_json::Value {
         "error": { "message": e.to_string(), "row": row, "hint": e.hint() },
         "exit_code": e.exit().code(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_cannot_write_control_characters_to_the_terminal() {
+        let summary = Summary {
+            rows: 3,
+            key_ids: vec![
+                "k1".to_owned(),
+                "evil\u{1b}[2K\rall.ndjson: ok, 9999 rows, key ids: k1\nx".to_owned(),
+                "r\u{202e}lt\u{7f}".to_owned(),
+                "kid-é:2024".to_owned(),
+            ],
+            ..Summary::default()
+        };
+        assert_eq!(
+            text_ok("a.zip", &summary),
+            "a.zip: ok, 3 rows, key ids: k1, evil\\u{1b}[2K\\u{d}all.ndjson: ok, 9999 rows, key \
+             ids: k1\\u{a}x, r\\u{202e}lt\\u{7f}, kid-é:2024"
+        );
+    }
 }

@@ -231,71 +231,89 @@ fn skip_bad_rows_salvages_the_rest_and_still_fails() {
         .unwrap()
         .contains("row 1: malformed line"));
 
-    // The salvage lands at -o (mode 0600) and in --output-dir too, still with exit 3; with several
-    // inputs the run goes on past a salvaged one.
+    // -o and --output-dir only ever hold complete exports: a salvage there is refused up front,
+    // and a previous file stays as it was (a wrong key would otherwise have emptied it).
     let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("salvage.ndjson");
-    let out = decrypt_vector(
-        "auth_ciphertext_flipped_row3.ndjson",
-        &["--skip-bad-rows", "-o", dest.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(std::fs::read(&dest).unwrap(), expected.concat());
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-    let outdir = dir.path().join("out");
-    std::fs::create_dir(&outdir).unwrap();
     let key = private_key(dir.path(), "keys/customer.key");
-    let out = StdCommand::new(bin())
-        .arg("decrypt")
-        .arg(vector("auth_ciphertext_flipped_row3.ndjson"))
-        .arg(vector("plain.ndjson"))
-        .args(["--customer-id", VEC_ID, "--key-file"])
-        .arg(&key)
-        .arg("--skip-bad-rows")
-        .arg("--output-dir")
-        .arg(&outdir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(
-        entries(&outdir),
-        ["auth_ciphertext_flipped_row3.ndjson", "plain.ndjson"]
+    let dest = dir.path().join("appts.ndjson");
+    std::fs::write(&dest, "previous\n").unwrap();
+    for output in [
+        &["-o", dest.to_str().unwrap()][..],
+        &["--output-dir", dir.path().to_str().unwrap()][..],
+    ] {
+        let out = decrypt_vector(
+            "auth_ciphertext_flipped_row3.ndjson",
+            &[&["--skip-bad-rows"][..], output].concat(),
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8(out.stderr)
+            .unwrap()
+            .starts_with("error: --skip-bad-rows cannot write to -o or --output-dir, which only ever hold a complete export"));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"previous\n");
+    }
+    assert_eq!(entries(dir.path()), ["appts.ndjson", "customer.key"]);
+
+    // To standard output, a salvaged input does not stop the run, and whatever ends the run
+    // later (a hard error, a reader that went away) does not turn it into a success.
+    // `read_first`: read that many bytes of the output, then close the pipe (`| head -c N`).
+    let run = |inputs: &[&str], read_first: Option<usize>| {
+        let mut child = StdCommand::new(bin())
+            .arg("decrypt")
+            .args(inputs.iter().map(|i| vector(i)))
+            .args(["--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .arg("--skip-bad-rows")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(n) = read_first {
+            let mut stdout = child.stdout.take().unwrap();
+            let mut head = vec![0u8; n];
+            std::io::Read::read_exact(&mut stdout, &mut head).unwrap();
+            drop(stdout);
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = run(
+        &["auth_ciphertext_flipped_row3.ndjson", "plain.ndjson"],
+        None,
     );
-    assert_eq!(
-        std::fs::read(outdir.join("auth_ciphertext_flipped_row3.ndjson")).unwrap(),
-        expected.concat()
-    );
-    assert_eq!(
-        std::fs::read(outdir.join("plain.ndjson")).unwrap(),
-        full.stdout
-    );
-    let out = StdCommand::new(bin())
-        .arg("decrypt")
-        .arg(vector("auth_ciphertext_flipped_row3.ndjson"))
-        .arg(vector("plain.ndjson"))
-        .args(["--customer-id", VEC_ID, "--key-file"])
-        .arg(&key)
-        .arg("--skip-bad-rows")
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         out.stdout,
         [expected.concat(), full.stdout.clone()].concat()
     );
-    // Without --skip-bad-rows nothing lands at -o.
-    let dest = dir.path().join("strict.ndjson");
-    let out = decrypt_vector(
-        "auth_ciphertext_flipped_row3.ndjson",
-        &["-o", dest.to_str().unwrap()],
+    let out = run(
+        &[
+            "auth_ciphertext_flipped_row3.ndjson",
+            "container_zip_truncated.zip",
+        ],
+        None,
     );
     assert_eq!(out.status.code(), Some(3));
-    assert!(!dest.exists());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("1 row(s) were skipped; the output is incomplete\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("container_zip_truncated.zip"), "{stderr}");
+    assert!(
+        stderr.ends_with("error: 2 of 2 inputs failed\n"),
+        "{stderr}"
+    );
+    // The salvaged input is read whole, then the reader goes away while later inputs are being
+    // written (their 300 KB cannot all sit in the pipe): still exit 3.
+    let big: Vec<&str> = std::iter::once("auth_ciphertext_flipped_row3.ndjson")
+        .chain(std::iter::repeat_n("plain.ndjson", 100))
+        .collect();
+    let out = run(&big, Some(expected.concat().len()));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -376,16 +394,29 @@ fn interrupted_run(signal: i32) -> (std::process::Output, tempfile::TempDir) {
     let key = private_key(dir.path(), "keys/customer.key");
     let dest = dir.path().join("out.ndjson");
     std::fs::write(&dest, "previous\n").unwrap();
-    let mut child = StdCommand::new(bin())
+    let mut command = StdCommand::new(bin());
+    command
         .args(["decrypt", "-", "--customer-id", VEC_ID, "--key-file"])
         .arg(&key)
         .arg("-o")
         .arg(&dest)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // The tool leaves a signal ignored at start ignored (nohup, background jobs). If this test
+    // runs under such a harness, the child must still get the default dispositions, or it would
+    // ignore the signal sent below and the test would wait forever.
+    #[cfg(unix)]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            for s in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+                libc::signal(s, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(&std::fs::read(vector("plain.ndjson")).unwrap())
@@ -617,8 +648,8 @@ fn an_empty_stream_is_a_failed_download_not_an_empty_export() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "error: <stdin>: no data at all: even an export with no rows has some, so the download \
-         probably failed\nhint: check that the download completed (compare its size with the \
+        "error: <stdin>: no data at all (0 bytes): even an export with no rows has some, so the \
+         download probably failed\nhint: check that the download completed (compare its size with the \
          webhook's file_size_bytes) and that this is the export file itself\n"
     );
     assert_eq!(std::fs::read(&dest).unwrap(), b"previous\n");
