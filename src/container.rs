@@ -161,14 +161,7 @@ fn read_stream<S: Read, T>(
     count: Arc<AtomicU64>,
     f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
 ) -> Result<T> {
-    let mut head = [0u8; 64];
-    let n =
-        read_head(&mut stream, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
-    if n == 0 {
-        return Err(no_data(name));
-    }
-    let kind = Kind::detect(&head[..n]);
-    refuse_member(name, kind, member)?;
+    let (head, n, kind) = sniff(&mut stream, name, member)?;
     let opened = Opened {
         kind,
         member: None,
@@ -218,17 +211,10 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
     count: Arc<AtomicU64>,
     f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
 ) -> Result<T> {
-    let mut head = [0u8; 64];
-    let n =
-        read_head(&mut source, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
-    if n == 0 {
-        return Err(no_data(name));
-    }
+    let (head, n, kind) = sniff(&mut source, name, member)?;
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(format!("reading {name}"), e))?;
-    let kind = Kind::detect(&head[..n]);
-    refuse_member(name, kind, member)?;
     match kind {
         Kind::Zip => read_zip(source, name, member, count, f),
         Kind::Gzip => {
@@ -266,6 +252,24 @@ pub fn read_ndjson_from<R: Read + Seek, T>(
     }
 }
 
+/// The first bytes of an input (`head[..n]`) and the container they show, for both ways in (a
+/// stream, a seekable source). Refuses an input of 0 bytes ([`no_data`]) and a `--member` for an
+/// input that is not a ZIP ([`refuse_member`]).
+fn sniff(
+    source: &mut impl Read,
+    name: &str,
+    member: Option<&str>,
+) -> Result<([u8; 64], usize, Kind)> {
+    let mut head = [0u8; 64];
+    let n = read_head(source, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if n == 0 {
+        return Err(no_data(name));
+    }
+    let kind = Kind::detect(&head[..n]);
+    refuse_member(name, kind, member)?;
+    Ok((head, n, kind))
+}
+
 /// An input of 0 bytes is no export: every export, even one without rows, has some (a ZIP's or
 /// gzip's headers), so it is a download that failed (`curl -sf ... | cipherstream decrypt -`, or
 /// an empty file left by `curl -o`), never an export with no rows. A failure, not an empty
@@ -290,7 +294,7 @@ fn refuse_member(name: &str, kind: Kind, member: Option<&str>) -> Result<()> {
 }
 
 /// Refuse an input that is neither ZIP, gzip nor NDJSON: after an optional BOM and whitespace,
-/// NDJSON starts with `{`. An empty (or all-blank) input is an empty export.
+/// NDJSON starts with `{`. An all-blank input is an empty export (0 bytes never get here).
 fn check_plain(name: &str, head: &[u8]) -> Result<()> {
     let body = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
