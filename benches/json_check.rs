@@ -57,7 +57,7 @@ fn main() {
     );
     for row in &rows {
         assert!(serde_json::from_slice::<IgnoredAny>(row).is_ok());
-        assert!(cipherstream::json::validate(row).is_ok());
+        assert!(cipherstream::format::json::validate(row).is_ok());
     }
 
     // Rows one after another in memory, timed a cache-sized group at a time: in `decrypt` each
@@ -109,7 +109,7 @@ fn main() {
             let start = Instant::now();
             let mut ok = 0usize;
             for row in group {
-                ok += usize::from(cipherstream::json::validate(black_box(row)).is_ok());
+                ok += usize::from(cipherstream::format::json::validate(black_box(row)).is_ok());
             }
             ours += start.elapsed().as_secs_f64();
             assert_eq!(black_box(ok), group.len());

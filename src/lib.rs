@@ -6,19 +6,12 @@
 
 #![warn(missing_docs)]
 
-pub mod aead;
 pub mod cli;
 pub mod cmd;
-pub mod container;
-pub mod encrypt;
+pub mod engine;
 pub mod error;
-pub mod json;
-pub mod key;
-pub mod nonce;
-pub mod output;
-pub mod pipeline;
-pub mod progress;
-pub mod record;
+pub mod format;
+pub mod sink;
 pub mod webhook;
 
 use cli::{Cli, Command};
@@ -26,7 +19,7 @@ use error::{Error, Exit};
 
 /// Run a parsed command line and report any error on standard error; returns the exit status.
 pub fn run(cli: Cli) -> Exit {
-    output::install_signal_cleanup();
+    sink::install_signal_cleanup();
     let result = match &cli.command {
         Command::Decrypt(args) => cmd::decrypt::run(args),
         Command::Verify(args) => cmd::verify::run(args),

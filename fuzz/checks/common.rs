@@ -4,9 +4,9 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cipherstream::key::{Key, KeySource};
-use cipherstream::pipeline::Options;
-use cipherstream::record::RowOpener;
+use cipherstream::engine::decrypt::Options;
+use cipherstream::format::key::{Key, KeySource};
+use cipherstream::format::record::RowOpener;
 
 /// `fixtures/keys/customer.key`, the key nearly every fixture vector is sealed with. A test key,
 /// public in the repository.

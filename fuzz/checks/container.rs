@@ -9,7 +9,7 @@ use std::io::{self, Cursor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cipherstream::container::{self, Kind};
+use cipherstream::format::container::{self, Kind};
 
 /// Stop reading after this many bytes: a decompression bomb is streamed, not held, so reading
 /// further would only spend time.

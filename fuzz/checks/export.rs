@@ -9,9 +9,9 @@
 
 use std::io::Write;
 
+use cipherstream::engine::decrypt as pipeline;
+use cipherstream::engine::progress::Progress;
 use cipherstream::error::Error;
-use cipherstream::pipeline;
-use cipherstream::progress::Progress;
 
 use super::common;
 

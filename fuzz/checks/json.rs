@@ -17,7 +17,7 @@
 //!   values) and, like `validate`, accepts lone surrogate escapes; `tests/it/json_diff.rs` pins
 //!   both facts down.
 
-use cipherstream::json::{self, internals};
+use cipherstream::format::json::{self, internals};
 use serde::de::IgnoredAny;
 
 /// Run this target's checks on one input: panics when a property does not hold.

@@ -15,7 +15,7 @@
 //! byte, and a compacted one means the same JSON; opened as row 6 it fails as displaced from row 5.
 
 use cipherstream::error::{Diagnosis, RowError};
-use cipherstream::record::{parse_line, seal_line};
+use cipherstream::format::record::{parse_line, seal_line};
 
 use super::common;
 

@@ -24,10 +24,10 @@
 
 use std::io::Write;
 
+use cipherstream::engine::decrypt as pipeline;
+use cipherstream::engine::progress::Progress;
 use cipherstream::error::{Error, RowError};
-use cipherstream::pipeline;
-use cipherstream::progress::Progress;
-use cipherstream::record::seal_line;
+use cipherstream::format::record::seal_line;
 
 use super::common;
 

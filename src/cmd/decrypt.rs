@@ -12,7 +12,7 @@ use std::io::Write;
 use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
 use crate::error::{display_input, Error, Result};
-use crate::output::{same_file, AtomicFile};
+use crate::sink::{same_file, AtomicFile};
 
 /// Run `decrypt`.
 pub fn run(args: &DecryptArgs) -> Result<()> {

@@ -1,6 +1,6 @@
 //! `cipherstream encrypt`: plain NDJSON in, a vendor-format export out (for tests and staging).
 //!
-//! Resolves the arguments (SPEC section 3), then streams through [`crate::encrypt`] into an
+//! Resolves the arguments (SPEC section 3), then streams through [`crate::engine::encrypt`] into an
 //! [`AtomicFile`]: the export appears at `-o` (mode 0600) only once every row is sealed and the
 //! container finished; on any failure, or SIGINT/SIGTERM, nothing is left at `-o` and a previous
 //! file there is intact. Usage errors are found before the key is read or any file is created.
@@ -10,11 +10,13 @@ use std::io::Read;
 
 use crate::cli::{EncryptArgs, Format};
 use crate::cmd::customer_id;
-use crate::encrypt::{self, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES};
+use crate::engine::encrypt::{
+    self as engine, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES,
+};
+use crate::engine::progress::Progress;
 use crate::error::{display_input, Error, Result};
-use crate::key::Key;
-use crate::output::{same_file, AtomicFile};
-use crate::progress::Progress;
+use crate::format::key::Key;
+use crate::sink::{same_file, AtomicFile};
 
 /// Run `encrypt`.
 pub fn run(args: &EncryptArgs) -> Result<()> {
@@ -84,7 +86,7 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
     };
     let file = AtomicFile::create(output)?;
     let progress = Progress::new(true, &name);
-    let (file, summary) = match encrypt::encrypt(input, &name, &key, &opts, file, &progress) {
+    let (file, summary) = match engine::encrypt(input, &name, &key, &opts, file, &progress) {
         Ok(done) => done,
         Err(e) => {
             progress.abandon();

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::cli::KeygenArgs;
 use crate::error::{Error, Result};
-use crate::key::Key;
+use crate::format::key::Key;
 
 /// Run `keygen`.
 pub fn run(args: &KeygenArgs) -> Result<()> {

@@ -10,12 +10,13 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 
 use crate::cli::ReadArgs;
+use crate::engine;
+use crate::engine::decrypt::{Options, Summary};
+use crate::engine::progress::Progress;
 use crate::error::{display_input, Error, Exit, Result, RowError};
-use crate::key::Key;
-use crate::nonce::FILTER_ROWS;
-use crate::pipeline::{self, Options, Summary};
-use crate::progress::Progress;
-use crate::record::RowOpener;
+use crate::format::key::Key;
+use crate::format::nonce::FILTER_ROWS;
+use crate::format::record::RowOpener;
 
 /// Environment variable holding the customer id.
 pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
@@ -109,7 +110,7 @@ impl Reading {
     ) -> Result<Summary> {
         let name = display_input(input);
         let progress = Progress::new(self.show_progress, &name);
-        let result = pipeline::run(input, &self.opener, &self.options, sink, &progress);
+        let result = engine::decrypt::run(input, &self.opener, &self.options, sink, &progress);
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
@@ -183,7 +184,10 @@ pub fn output_name(dir: &Path, input: &Path) -> Result<PathBuf> {
             ))
         })?
         .to_string_lossy();
-    Ok(dir.join(format!("{}.ndjson", crate::container::export_stem(&name))))
+    Ok(dir.join(format!(
+        "{}.ndjson",
+        crate::format::container::export_stem(&name)
+    )))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::cli::VerifyArgs;
 use crate::cmd::{report, Reading};
+use crate::engine::decrypt::Summary;
 use crate::error::{display_input, Error, Result};
-use crate::pipeline::Summary;
 
 /// Run `verify`.
 pub fn run(args: &VerifyArgs) -> Result<()> {

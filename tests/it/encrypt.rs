@@ -178,9 +178,9 @@ fn key_id_defaults_to_the_key_fingerprint() {
     env.encrypt(&input, &out, &["--format", "ndjson"])
         .assert()
         .success();
-    let key = cipherstream::key::Key::from_base64(
+    let key = cipherstream::format::key::Key::from_base64(
         &fs::read(&env.key).unwrap(),
-        &cipherstream::key::KeySource::Env,
+        &cipherstream::format::key::KeySource::Env,
     )
     .unwrap();
     let value = &values(&fs::read(&out).unwrap())[0];

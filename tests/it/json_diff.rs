@@ -16,7 +16,7 @@
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
 
-use cipherstream::json::{self, internals};
+use cipherstream::format::json::{self, internals};
 
 /// Compare everything on one input; `Ok` for inputs that are not UTF-8. Whitespace around `doc`
 /// changes no answer; `shift` spaces before it and some after it move every string to another

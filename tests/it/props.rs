@@ -13,11 +13,11 @@ use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine;
 use proptest::prelude::*;
 
-use cipherstream::aead::Cipher;
+use cipherstream::engine::decrypt::{self as pipeline, Options};
+use cipherstream::engine::progress::Progress;
 use cipherstream::error::{Error, RowError};
-use cipherstream::pipeline::{self, Options};
-use cipherstream::progress::Progress;
-use cipherstream::record::RowOpener;
+use cipherstream::format::aead::Cipher;
+use cipherstream::format::record::RowOpener;
 
 #[derive(Debug, Clone, Copy)]
 enum Container {

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use zeroize::Zeroize;
 
-use crate::container::{self, Opened};
+use crate::engine::progress::Progress;
 use crate::error::{display_input, Error, Result, RowError};
-use crate::nonce::NonceTracker;
-use crate::progress::Progress;
-use crate::record::{RowOpener, NONCE_LEN, UTF8_BOM};
+use crate::format::container::{self, Opened};
+use crate::format::nonce::NonceTracker;
+use crate::format::record::{RowOpener, NONCE_LEN, UTF8_BOM};
 
 /// Bytes per read buffer. Every chunk costs a few cross-thread wake-ups, which on a virtual machine
 /// cost real CPU: 256 KiB buffers and a pool of `threads + 3` (one each for the reader, every

@@ -1,4 +1,4 @@
-//! Making a vendor-format export from plain NDJSON: the inverse of [`crate::pipeline`].
+//! Making a vendor-format export from plain NDJSON: the inverse of [`crate::engine::decrypt`].
 //!
 //! Every non-blank input line MUST be one UTF-8 JSON document. Its bytes, exactly as written
 //! (without the line ending), are sealed with AES-256-GCM under a fresh nonce and the AAD
@@ -26,13 +26,13 @@ use zeroize::Zeroizing;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::ZipWriter;
 
-use crate::aead::Cipher;
 use crate::cli::Format;
-use crate::container::Counting;
+use crate::engine::progress::Progress;
 use crate::error::{Error, Exit, Result};
-use crate::key::Key;
-use crate::progress::Progress;
-use crate::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN, UTF8_BOM};
+use crate::format::aead::Cipher;
+use crate::format::container::Counting;
+use crate::format::key::Key;
+use crate::format::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN, UTF8_BOM};
 
 /// Longest input line accepted, in bytes (without its line ending).
 pub const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
@@ -134,7 +134,7 @@ pub fn check_job_id(job_id: &str) -> Result<()> {
 /// `.ndjson` and `.jsonl` extensions removed (`appointments_17.ndjson.zip` gives
 /// `appointments_17`). A name that is only an extension is kept whole.
 pub fn default_job_id(file_name: &str) -> String {
-    crate::container::export_stem(file_name).to_owned()
+    crate::format::container::export_stem(file_name).to_owned()
 }
 
 /// Whether a ZIP member needs ZIP64 fields: when the input's size is unknown, or when the member
@@ -475,7 +475,7 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
 /// Check that a line is one UTF-8 JSON document, as `decrypt` will require of its plaintext.
 /// The message never quotes the line (it is health data).
 fn check_json(line: &[u8]) -> std::result::Result<(), String> {
-    crate::json::validate(line).map_err(|e| e.to_string())
+    crate::format::json::validate(line).map_err(|e| e.to_string())
 }
 
 /// Encrypt the plain NDJSON read from `input` (named `name` in messages) into `out` as `opts`

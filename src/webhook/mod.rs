@@ -89,7 +89,7 @@ impl Secret {
     /// Read a secret file, warning on stderr when it is readable by group or others.
     pub fn from_file(path: &Path) -> Result<Secret> {
         let what = "webhook secret file";
-        let text = crate::key::read_secret_file(path, what).map_err(|e| match e {
+        let text = crate::format::key::read_secret_file(path, what).map_err(|e| match e {
             // `read_secret_file` reports a directory or an oversized file as a key error, whose
             // hint is about base64 AES keys; say it in webhook terms instead.
             Error::Key(message) => Error::Failed {

@@ -12,7 +12,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use crate::record::NONCE_LEN;
+use crate::format::record::NONCE_LEN;
 
 /// Inputs at least this large get their filter prefaulted (see [`NonceTracker::expect_input`]).
 const PREFAULT_BYTES: u64 = 4 << 20;

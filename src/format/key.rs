@@ -14,8 +14,8 @@ use base64::Engine as _;
 use sha2::Digest;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::aead::Cipher;
 use crate::error::{Error, Result};
+use crate::format::aead::Cipher;
 
 /// Environment variable naming a key file.
 pub const ENV_KEY_FILE: &str = "CIPHERSTREAM_KEY_FILE";

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use zeroize::Zeroize;
 
-use crate::aead::Cipher;
-pub use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::error::{Diagnosis, RowError};
+use crate::format::aead::Cipher;
+pub use crate::format::aead::{NONCE_LEN, TAG_LEN};
 
 /// How far (in row indices, each way) a failing row is tried at other indices to explain why.
 const DIAGNOSE_WINDOW: u64 = 1024;
@@ -510,8 +510,8 @@ pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
 fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
     let plaintext = &out[start..];
     // UTF-8, JSON and line breaks in one pass (see `json`).
-    let breaks =
-        crate::json::validate_breaks(plaintext).map_err(|e| RowError::Plaintext(e.to_string()))?;
+    let breaks = crate::format::json::validate_breaks(plaintext)
+        .map_err(|e| RowError::Plaintext(e.to_string()))?;
     if breaks {
         let mut kept = start;
         let mut in_string = false;
