@@ -12,6 +12,9 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod sink;
+pub mod text;
+pub mod time;
+pub mod warning;
 pub mod webhook;
 
 use cli::{Cli, Command};

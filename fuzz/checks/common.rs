@@ -16,7 +16,8 @@ pub const CUSTOMER_ID: &str = "cust_4f9a2c71";
 
 /// The fixtures' key.
 pub fn key() -> Key {
-    Key::from_base64(KEY_B64, &KeySource::Env).expect("the fixture key is valid")
+    Key::from_base64(KEY_B64, &KeySource::Env("CIPHERSTREAM_KEY"))
+        .expect("the fixture key is valid")
 }
 
 /// A row opener for the fixtures' key and customer id (built once, cloned per input).

@@ -9,27 +9,24 @@ use std::fs::File;
 use std::io::Read;
 
 use crate::cli::{EncryptArgs, Format};
-use crate::cmd::customer_id;
+use crate::cmd::{credentials, Stderr};
 use crate::engine::encrypt::{
     self as engine, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES,
 };
 use crate::engine::progress::Progress;
 use crate::error::{display_input, Error, Result};
-use crate::format::key::Key;
 use crate::sink::{same_file, AtomicFile};
+use crate::warning::{Warn, Warning};
 
 /// Run `encrypt`.
 pub fn run(args: &EncryptArgs) -> Result<()> {
-    let customer_id = customer_id(args.customer_id.as_deref())?;
+    let customer_id = credentials::customer_id(args.customer_id.as_deref())?;
     if let Some(key_id) = &args.key_id {
         check_key_id(key_id)?;
         if key_id.contains(':') {
             // SPEC section 3 has decrypt split from the right, but the vendor's own sample code
             // splits on every ':' and would take part of the key id for the nonce.
-            eprintln!(
-                "warning: --key-id contains ':'; cipherstream reads such rows, but the vendor's \
-                 sample code (split(\":\")) does not"
-            );
+            Stderr(None).warn(Warning::KeyIdWithColon);
         }
     }
     let job_id = job_id(args)?;
@@ -53,7 +50,7 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
             display_input(&args.input)
         )));
     }
-    let key = Key::load(args.key_file.as_deref())?;
+    let key = credentials::key(args.key_file.as_deref(), &Stderr(None))?;
     let key_id = args.key_id.clone().unwrap_or_else(|| key.fingerprint());
 
     // Open the input before anything is created at the destination.

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with a `run` function; shared argument resolution lives here.
 
 pub mod completions;
+pub mod credentials;
 pub mod decrypt;
 pub mod encrypt;
 pub mod keygen;
@@ -9,38 +10,15 @@ pub mod webhook;
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use crate::cli::ReadArgs;
 use crate::engine;
 use crate::engine::decrypt::{Options, Summary};
 use crate::engine::progress::Progress;
 use crate::error::{display_input, Error, Exit, Result, RowError};
-use crate::format::key::Key;
-use crate::format::nonce::FILTER_ROWS;
 use crate::format::record::RowOpener;
-
-/// Environment variable holding the customer id.
-pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
-
-/// The customer id per SPEC: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage
-/// error.
-pub fn customer_id(flag: Option<&str>) -> Result<String> {
-    let id = match flag {
-        Some(id) => id.to_owned(),
-        None => std::env::var(ENV_CUSTOMER_ID).map_err(|e| match e {
-            std::env::VarError::NotUnicode(_) => Error::Usage(format!(
-                "{ENV_CUSTOMER_ID} is not valid UTF-8; the customer id is text (it is bound \
-                 into each row's AAD as UTF-8)"
-            )),
-            std::env::VarError::NotPresent => Error::Usage(format!(
-                "no customer id given: use --customer-id ID or set {ENV_CUSTOMER_ID}"
-            )),
-        })?,
-    };
-    if id.is_empty() {
-        return Err(Error::Usage("the customer id is empty".into()));
-    }
-    Ok(id)
-}
+use crate::warning::{Warn, Warning};
 
 /// Everything resolved from [`ReadArgs`] that processing an input needs.
 pub struct Reading {
@@ -58,7 +36,7 @@ impl Reading {
     /// Resolve the customer id, key, thread count and expected rows. `exact_nonces` selects the
     /// exact (verify) or fixed-memory (decrypt) nonce-reuse check.
     pub fn resolve(args: &ReadArgs, exact_nonces: bool, skip_bad_rows: bool) -> Result<Reading> {
-        let customer = customer_id(args.customer_id.as_deref())?;
+        let customer = credentials::customer_id(args.customer_id.as_deref())?;
         let stdin_inputs = args.inputs.iter().filter(|p| p.as_os_str() == "-").count();
         if stdin_inputs > 0 && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             return Err(Error::Usage(
@@ -80,7 +58,7 @@ impl Reading {
                 "--expect-rows and --expect-rows-from check one input; give one INPUT".into(),
             ));
         }
-        let key = Key::load(args.key_file.as_deref())?;
+        let key = credentials::key(args.key_file.as_deref(), &Stderr(None))?;
         let threads = args.threads.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -119,20 +97,14 @@ impl Reading {
             }
         };
         // verify (exact) turns reuse into an error of its own; decrypt only warns.
-        let warn_reuse = !self.options.exact_nonce_check;
-        for (first, later) in summary.nonce_reuse.iter().filter(|_| warn_reuse) {
-            progress.suspend(|| match first {
-                Some(first) => eprintln!(
-                    "warning: {name}: rows {first} and {later} use the same nonce: the sender \
-                     reused an AES-GCM nonce, which breaks confidentiality and authenticity; \
-                     report it to the vendor"
-                ),
-                None => eprintln!(
-                    "warning: {name}: row {later} probably reuses an earlier row's nonce (a \
-                     fixed-memory check over the first {FILTER_ROWS} rows); run `cipherstream \
-                     verify` to find the exact rows"
-                ),
-            });
+        if !self.options.exact_nonce_check {
+            for &(first, later) in &summary.nonce_reuse {
+                Stderr(Some(&progress)).warn(Warning::NonceReuse {
+                    input: name.clone(),
+                    first,
+                    later,
+                });
+            }
         }
         let skipped = summary.skipped.len() as u64;
         if skipped > 0 {
@@ -160,6 +132,23 @@ impl Reading {
         }
         progress.finish(&format!("{name}: {verb} {} rows", summary.rows));
         Ok(summary)
+    }
+}
+
+/// The commands' warning sink: `warning: ...` (or `skipped: ...`) on standard error, with the
+/// progress bar, if any, out of the way.
+pub struct Stderr<'a>(pub Option<&'a Progress>);
+
+impl Warn for Stderr<'_> {
+    fn warn(&self, warning: Warning) {
+        let print = || {
+            // Not eprintln!: a closed standard error must not panic the run.
+            let _ = writeln!(std::io::stderr(), "{}: {warning}", warning.label());
+        };
+        match self.0 {
+            Some(progress) => progress.suspend(print),
+            None => print(),
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! `cipherstream webhook verify|sign`: wires the command line to [`crate::webhook`].
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
 
 use crate::cli::{WebhookCommand, WebhookSignArgs, WebhookVerifyArgs};
+use crate::cmd::{credentials, Stderr};
 use crate::error::{display_input, Error, Result};
 use crate::webhook::{self, Signature, TimestampCheck};
 
@@ -18,15 +20,15 @@ pub fn run(cmd: &WebhookCommand) -> Result<()> {
 /// through to standard output unchanged.
 fn verify(args: &WebhookVerifyArgs) -> Result<()> {
     let signature = Signature::parse(&args.signature)?;
-    let secrets = webhook::load_secrets(&args.secret_file)?;
+    let secrets = credentials::secrets(&args.secret_file, &Stderr(None))?;
     let input = display_input(&args.body);
-    let body = webhook::read_body(&args.body)?;
+    let body = read_body(&args.body)?;
     let check = if args.no_timestamp_check {
         TimestampCheck::Skip
     } else {
         TimestampCheck::Within {
             tolerance: args.tolerance,
-            now: webhook::now()?,
+            now: crate::time::now()?,
         }
     };
     let verified = webhook::verify(&input, &body, &signature, &secrets, check)?;
@@ -41,8 +43,8 @@ fn verify(args: &WebhookVerifyArgs) -> Result<()> {
 
 /// Print the `X-CipherStream-Signature` value for a body.
 fn sign(args: &WebhookSignArgs) -> Result<()> {
-    let secrets = webhook::load_secrets(args.secret_file.as_slice())?;
-    let body = webhook::read_body(&args.body)?;
+    let secrets = credentials::secrets(args.secret_file.as_slice(), &Stderr(None))?;
+    let body = read_body(&args.body)?;
     let mut line = secrets[0].signature_header(&body);
     drop(secrets);
     line.push('\n');
@@ -54,4 +56,25 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing standard output", e))
+}
+
+/// Read a webhook body, byte for byte: a file, or standard input for `-` (a usage error when
+/// standard input is a terminal, rather than waiting silently).
+pub fn read_body(path: &Path) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(Error::Usage(
+                "no BODY given and standard input is a terminal: pass the body's file, or pipe \
+                 the body in"
+                    .into(),
+            ));
+        }
+        stdin.lock().read_to_end(&mut body)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut body))
+    };
+    read.map_err(|e| Error::io(format!("cannot read {}", display_input(path)), e))?;
+    Ok(body)
 }

@@ -1,29 +1,19 @@
-//! The customer's AES-256 key: where it comes from, how it is checked, and how it is wiped.
+//! The customer's AES-256 key: how its text is checked, and how it is wiped.
 //!
-//! SPEC section 3: the key is never a command-line value. It is read from `--key-file`, else from the
-//! file named by `CIPHERSTREAM_KEY_FILE`, else from the base64 text in `CIPHERSTREAM_KEY`. The key
-//! bytes, and every buffer that held their text, are zeroized when dropped; `Key` has no `Debug`
-//! that could print them.
+//! A key is the base64 text of 32 bytes (SPEC section 3); where that text comes from (files, the
+//! environment) is the commands' business (`cmd::credentials`). The key bytes, and every buffer
+//! that held their text, are zeroized when dropped; `Key` has no `Debug` that could print them.
 
 use std::fmt;
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use sha2::Digest;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::format::aead::Cipher;
-
-/// Environment variable naming a key file.
-pub const ENV_KEY_FILE: &str = "CIPHERSTREAM_KEY_FILE";
-/// Environment variable holding the key's base64 text.
-pub const ENV_KEY: &str = "CIPHERSTREAM_KEY";
-
-/// Key files larger than this are certainly not a base64 key; refuse before reading them.
-const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// A 32-byte AES-256-GCM key. Wiped on drop; never printed.
 pub struct Key(Zeroizing<[u8; 32]>);
@@ -39,15 +29,15 @@ impl fmt::Debug for Key {
 pub enum KeySource {
     /// A file, from `--key-file` or `CIPHERSTREAM_KEY_FILE`.
     File(PathBuf),
-    /// The `CIPHERSTREAM_KEY` environment variable.
-    Env,
+    /// An environment variable, by name.
+    Env(&'static str),
 }
 
 impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::File(p) => write!(f, "key file {}", p.display()),
-            KeySource::Env => write!(f, "{ENV_KEY}"),
+            KeySource::Env(name) => f.write_str(name),
         }
     }
 }
@@ -96,28 +86,6 @@ impl Key {
         Ok(Key(Zeroizing::new(bytes)))
     }
 
-    /// Load the key per SPEC: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`.
-    /// A missing key is a usage error. Warns on stderr when a key file is readable by others.
-    pub fn load(key_file: Option<&Path>) -> Result<Key> {
-        let file = key_file.map(Path::to_path_buf).or_else(|| {
-            std::env::var_os(ENV_KEY_FILE)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        if let Some(path) = file {
-            let source = KeySource::File(path.clone());
-            let text = read_secret_file(&path, "key file")?;
-            return Key::from_base64(&text, &source);
-        }
-        if let Some(value) = std::env::var_os(ENV_KEY) {
-            let text = Zeroizing::new(value.into_encoded_bytes());
-            return Key::from_base64(&text, &KeySource::Env);
-        }
-        Err(Error::Usage(format!(
-            "no key given: use --key-file PATH, or set {ENV_KEY_FILE} or {ENV_KEY}"
-        )))
-    }
-
     /// The raw key bytes, for this module's tests only: nothing else needs them outside a cipher.
     #[cfg(test)]
     fn bytes(&self) -> &[u8; 32] {
@@ -148,59 +116,11 @@ impl Key {
     }
 }
 
-/// Read a small secret file (key or webhook secret) into a wiped-on-drop buffer, warning when the
-/// file is readable by group or others (SPEC: warn, do not refuse).
-pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let shown = path.display();
-    let mut file =
-        fs::File::open(path).map_err(|e| Error::io(format!("cannot open {what} {shown}"), e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("cannot read {what} {shown}"), e))?;
-    if meta.is_dir() {
-        return Err(Error::Key(format!("{what} {shown} is a directory")));
-    }
-    if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(Error::Key(format!(
-            "{what} {shown} is {} bytes: too large to hold a secret",
-            meta.len()
-        )));
-    }
-    warn_if_shared(path, &meta, what);
-    let mut text = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    if let Err(e) = file
-        .by_ref()
-        .take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut text)
-    {
-        text.zeroize();
-        return Err(Error::io(format!("cannot read {what} {shown}"), e));
-    }
-    Ok(text)
-}
-
-#[cfg(unix)]
-fn warn_if_shared(path: &Path, meta: &fs::Metadata, what: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        eprintln!(
-            "warning: {what} {} is readable by group or others (mode {:04o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        );
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_shared(_: &Path, _: &fs::Metadata, _: &str) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SRC: KeySource = KeySource::Env;
+    const SRC: KeySource = KeySource::Env("CIPHERSTREAM_KEY");
 
     #[test]
     fn accepts_padded_unpadded_and_whitespace() {

@@ -180,7 +180,7 @@ fn key_id_defaults_to_the_key_fingerprint() {
         .success();
     let key = cipherstream::format::key::Key::from_base64(
         &fs::read(&env.key).unwrap(),
-        &cipherstream::format::key::KeySource::Env,
+        &cipherstream::format::key::KeySource::Env("CIPHERSTREAM_KEY"),
     )
     .unwrap();
     let value = &values(&fs::read(&out).unwrap())[0];
