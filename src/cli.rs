@@ -5,7 +5,15 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::source::Input;
+
+/// Inputs are parsed as paths (any bytes the OS allows), then `-` becomes standard input.
+fn input_parser() -> impl TypedValueParser<Value = Input> {
+    PathBufValueParser::new().map(Input::from)
+}
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -67,8 +75,8 @@ pub struct ManArgs {
 #[derive(Debug, Args)]
 pub struct ReadArgs {
     /// Export files: ZIP, gzip or plain NDJSON, detected from their content; `-` is standard input.
-    #[arg(value_name = "INPUT", default_value = "-")]
-    pub inputs: Vec<PathBuf>,
+    #[arg(value_name = "INPUT", default_value = "-", value_parser = input_parser())]
+    pub inputs: Vec<Input>,
 
     /// Customer id bound into every row's AAD [env: CIPHERSTREAM_CUSTOMER_ID].
     #[arg(long, value_name = "ID")]
@@ -162,8 +170,8 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
     /// Plain NDJSON to encrypt, one JSON document per line; `-` is standard input.
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    #[arg(value_name = "INPUT", value_parser = input_parser())]
+    pub input: Input,
 
     /// Customer id bound into every row's AAD [env: CIPHERSTREAM_CUSTOMER_ID].
     #[arg(long, value_name = "ID")]
@@ -240,8 +248,8 @@ pub struct WebhookVerifyArgs {
     pub seen_file: Option<PathBuf>,
 
     /// The raw request body; `-` or nothing is standard input.
-    #[arg(value_name = "BODY", default_value = "-")]
-    pub body: PathBuf,
+    #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]
+    pub body: Input,
 }
 
 /// `cipherstream webhook sign`.
@@ -252,8 +260,8 @@ pub struct WebhookSignArgs {
     pub secret_file: Option<PathBuf>,
 
     /// The raw request body; `-` or nothing is standard input.
-    #[arg(value_name = "BODY", default_value = "-")]
-    pub body: PathBuf,
+    #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]
+    pub body: Input,
 }
 
 /// `cipherstream completions`.

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
 
 /// Process exit statuses, documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -352,15 +351,6 @@ fn io_message(e: &io::Error) -> String {
     match text.find(" (os error ") {
         Some(i) => text[..i].to_owned(),
         None => text,
-    }
-}
-
-/// How a path is named in messages: `-` is "standard input".
-pub fn display_input(path: &Path) -> String {
-    if path.as_os_str() == "-" {
-        "<stdin>".to_owned()
-    } else {
-        path.display().to_string()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod sink;
+pub mod source;
 pub mod text;
 pub mod time;
 pub mod warning;

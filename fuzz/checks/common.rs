@@ -34,7 +34,6 @@ pub fn pipeline_options(max_line_bytes: u64) -> Options {
     Options {
         threads: 2,
         max_line_bytes,
-        member: None,
         skip_bad_rows: false,
         exact_nonce_check: false,
     }
@@ -73,8 +72,9 @@ pub fn threads() -> usize {
         .count()
 }
 
-/// Wait until the process is back to `before` threads: the pipeline detaches its threads (so an
-/// early error returns at once), and they must all be gone within 5 s of `run_bytes` returning.
+/// Wait until the process is back to `before` threads: the pipeline joins its threads before it
+/// returns (a reader blocked on a stalled stream is given a grace period), so they must all be
+/// gone within 5 s of `run` returning.
 ///
 /// Waiting also keeps LeakSanitizer meaningful: libFuzzer checks for leaks right after each input,
 /// and a thread still exiting then shows its thread-local storage as leaked.
@@ -83,7 +83,7 @@ pub fn wait_for_threads(before: usize) {
     while threads() > before {
         assert!(
             Instant::now() < deadline,
-            "pipeline threads still running 5 s after run_bytes returned"
+            "pipeline threads still running 5 s after run returned"
         );
         std::thread::sleep(Duration::from_micros(100));
     }

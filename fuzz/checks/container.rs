@@ -1,13 +1,12 @@
 //! `container`: arbitrary bytes as an input file, through container detection and reading
-//! (`container::read_ndjson_from`: ZIP, gzip or plain NDJSON), reading everything out.
+//! (`container::open_seekable`: ZIP, gzip or plain NDJSON), reading everything out.
 //!
 //! Properties: nothing panics; memory stays bounded (libFuzzer's `-rss_limit_mb` and
 //! `-malloc_limit_mb` turn a runaway allocation into a crash); a plain NDJSON input reads back
 //! byte for byte; the progress counter ends where it should; every error, including read errors mapped by `container::read_error`, formats.
 
-use std::io::{self, Cursor};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::{self, Cursor, Read};
+use std::sync::atomic::Ordering;
 
 use cipherstream::format::container::{self, Kind};
 
@@ -17,47 +16,46 @@ const READ_LIMIT: u64 = 256 << 20;
 
 /// Run this target's checks on one input: panics when a property does not hold.
 pub fn check(data: &[u8]) {
-    let counted = Arc::new(AtomicU64::new(0));
-    let result = container::read_ndjson_from(
-        Cursor::new(data),
+    let result = container::open_seekable(
+        Cursor::new(data.to_vec()),
         "fuzz-input",
         data.len() as u64,
         None,
-        counted.clone(),
-        |r, opened| {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut plain = Vec::new();
-            let mut total = 0u64;
-            loop {
-                match r.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        assert!(n <= buf.len());
-                        total += n as u64;
-                        if opened.kind == Kind::Plain {
-                            plain.extend_from_slice(&buf[..n]);
-                        }
-                        if total > READ_LIMIT {
-                            return Ok(total);
-                        }
+    )
+    .and_then(|mut ndjson| {
+        let opened = &ndjson.meta;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut plain = Vec::new();
+        let mut total = 0u64;
+        loop {
+            match ndjson.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    assert!(n <= buf.len());
+                    total += n as u64;
+                    if opened.kind == Kind::Plain {
+                        plain.extend_from_slice(&buf[..n]);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(container::read_error("fuzz-input", opened, e)),
+                    if total > READ_LIMIT {
+                        return Ok(total);
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(container::read_error("fuzz-input", opened, e)),
             }
-            // The progress counter counts input bytes for plain and gzip, member bytes for ZIP.
-            let counted = counted.load(Ordering::Relaxed);
-            match opened.kind {
-                Kind::Plain => {
-                    assert_eq!(plain, data, "plain NDJSON did not read back as itself");
-                    assert_eq!(counted, data.len() as u64);
-                }
-                Kind::Gzip => assert!(counted <= data.len() as u64),
-                Kind::Zip => assert_eq!(counted, total),
+        }
+        // The progress counter counts input bytes for plain and gzip, member bytes for ZIP.
+        let counted = ndjson.consumed.load(Ordering::Relaxed);
+        match opened.kind {
+            Kind::Plain => {
+                assert_eq!(plain, data, "plain NDJSON did not read back as itself");
+                assert_eq!(counted, data.len() as u64);
             }
-            Ok(total)
-        },
-    );
+            Kind::Gzip => assert!(counted <= data.len() as u64),
+            Kind::Zip => assert_eq!(counted, total),
+        }
+        Ok(total)
+    });
     if let Err(e) = result {
         let _ = (e.to_string(), e.hint(), e.exit());
     }

@@ -1,10 +1,10 @@
 //! `export`: arbitrary bytes as a whole export (any container) through the full decrypt pipeline,
-//! `pipeline::run_bytes`, with `max_line_bytes` = 1 MiB and 2 worker threads, into a `Vec`.
+//! `pipeline::run`, with `max_line_bytes` = 1 MiB and 2 worker threads, into a `Vec`.
 //!
 //! Properties: nothing panics (on any thread: a worker that dies shows up as an error, checked
 //! below); the output holds only complete lines, each one JSON document; on success one line per
 //! released row; when row N fails, exactly rows 0..N were written before the error; the
-//! pipeline's threads are all gone within 5 s of `run_bytes` returning (see
+//! pipeline's threads are all gone within 5 s of `run` returning (see
 //! `common::wait_for_threads`). A panic on any thread aborts the process, which libFuzzer reports.
 
 use std::io::Write;
@@ -12,6 +12,8 @@ use std::io::Write;
 use cipherstream::engine::decrypt as pipeline;
 use cipherstream::engine::progress::Progress;
 use cipherstream::error::Error;
+use cipherstream::source::Source;
+use cipherstream::warning::Ignore;
 
 use super::common;
 
@@ -20,14 +22,18 @@ pub fn check(data: &[u8]) {
     let opts = common::pipeline_options(1 << 20);
     let threads_before = common::threads();
     let mut out = Vec::new();
-    let result = pipeline::run_bytes(
-        data.to_vec(),
-        "fuzz-input",
-        &common::opener(),
-        &opts,
-        Some(&mut out as &mut dyn Write),
-        &Progress::hidden(),
-    );
+    let result = Source::from_bytes("fuzz-input", data.to_vec())
+        .ndjson(None)
+        .and_then(|ndjson| {
+            pipeline::run(
+                ndjson,
+                &common::opener(),
+                &opts,
+                Some(&mut out as &mut dyn Write),
+                &Progress::hidden(),
+                &Ignore,
+            )
+        });
     let lines = common::assert_complete_lines(&out);
     match result {
         Ok(summary) => {

@@ -1,5 +1,5 @@
 //! `roundtrip`: exports that authenticate, built from the fuzz input, through the full decrypt
-//! pipeline (`pipeline::run_bytes`), with the output compared to what was sealed.
+//! pipeline (`pipeline::run`), with the output compared to what was sealed.
 //!
 //! The `export` target feeds arbitrary bytes, which almost never carry a valid GCM tag, so it
 //! cannot tell whether the reader cuts, numbers and releases *authentic* rows correctly across
@@ -28,6 +28,8 @@ use cipherstream::engine::decrypt as pipeline;
 use cipherstream::engine::progress::Progress;
 use cipherstream::error::{Error, RowError};
 use cipherstream::format::record::seal_line;
+use cipherstream::source::Source;
+use cipherstream::warning::Ignore;
 
 use super::common;
 
@@ -152,14 +154,18 @@ pub fn check(data: &[u8]) {
     let opts = common::pipeline_options(max_line);
     let threads_before = common::threads();
     let mut out = Vec::new();
-    let result = pipeline::run_bytes(
-        input,
-        "fuzz-input",
-        &common::opener(),
-        &opts,
-        Some(&mut out as &mut dyn Write),
-        &Progress::hidden(),
-    );
+    let result = Source::from_bytes("fuzz-input", input)
+        .ndjson(None)
+        .and_then(|ndjson| {
+            pipeline::run(
+                ndjson,
+                &common::opener(),
+                &opts,
+                Some(&mut out as &mut dyn Write),
+                &Progress::hidden(),
+                &Ignore,
+            )
+        });
     common::wait_for_threads(threads_before);
 
     let got = match &result {

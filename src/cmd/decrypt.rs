@@ -11,8 +11,9 @@ use std::io::Write;
 
 use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
-use crate::error::{display_input, Error, Result};
-use crate::sink::{same_file, AtomicFile};
+use crate::error::{Error, Result};
+use crate::sink::AtomicFile;
+use crate::source::Input;
 
 /// Run `decrypt`.
 pub fn run(args: &DecryptArgs) -> Result<()> {
@@ -58,7 +59,7 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
                 return Err(Error::Usage(format!(
                     "two inputs would both be written to {} ({} is one)",
                     dest.display(),
-                    display_input(input)
+                    input.name()
                 )));
             }
         }
@@ -134,17 +135,14 @@ fn outcome(salvaged: Vec<Error>, stopped: Option<Error>, total: usize) -> Result
 }
 
 /// Refuse to write plaintext over an input: that would destroy the encrypted export.
-fn refuse_overwriting_inputs(
-    inputs: &[std::path::PathBuf],
-    dests: &[std::path::PathBuf],
-) -> Result<()> {
+fn refuse_overwriting_inputs(inputs: &[Input], dests: &[std::path::PathBuf]) -> Result<()> {
     for input in inputs {
         for dest in dests {
-            if same_file(input, dest) {
+            if input.is_same_file(dest) {
                 return Err(Error::Usage(format!(
                     "the output {} is the input {}: refusing to overwrite the export",
                     dest.display(),
-                    display_input(input)
+                    input.name()
                 )));
             }
         }

@@ -5,8 +5,8 @@
 //! container finished; on any failure, or SIGINT/SIGTERM, nothing is left at `-o` and a previous
 //! file there is intact. Usage errors are found before the key is read or any file is created.
 
-use std::fs::File;
 use std::io::Read;
+use std::path::Path;
 
 use crate::cli::{EncryptArgs, Format};
 use crate::cmd::{credentials, Stderr};
@@ -14,8 +14,9 @@ use crate::engine::encrypt::{
     self as engine, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES,
 };
 use crate::engine::progress::Progress;
-use crate::error::{display_input, Error, Result};
-use crate::sink::{same_file, AtomicFile};
+use crate::error::{Error, Result};
+use crate::sink::AtomicFile;
+use crate::source::{Raw, Source};
 use crate::warning::{Warn, Warning};
 
 /// Run `encrypt`.
@@ -42,34 +43,27 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
             output.display()
         )));
     }
-    let from_stdin = args.input.as_os_str() == "-";
-    if same_file(&args.input, output) {
+    if args.input.is_same_file(output) {
         return Err(Error::Usage(format!(
             "the output {} is the input {}: refusing to overwrite the input",
             output.display(),
-            display_input(&args.input)
+            args.input.name()
+        )));
+    }
+    let name = args.input.name();
+    if args.input.path().is_some_and(Path::is_dir) {
+        return Err(Error::Usage(format!(
+            "{name} is a directory, not an NDJSON file"
         )));
     }
     let key = credentials::key(args.key_file.as_deref(), &Stderr(None))?;
     let key_id = args.key_id.clone().unwrap_or_else(|| key.fingerprint());
 
-    // Open the input before anything is created at the destination.
-    let name = display_input(&args.input);
-    let (input, input_len): (Box<dyn Read>, Option<u64>) = if from_stdin {
-        (Box::new(std::io::stdin().lock()), None)
-    } else {
-        let file =
-            File::open(&args.input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-        if meta.is_dir() {
-            return Err(Error::Usage(format!(
-                "{name} is a directory, not an NDJSON file"
-            )));
-        }
-        // Only a regular file's length says how large the export can get (a FIFO reports 0).
-        (Box::new(file), meta.is_file().then_some(meta.len()))
+    // Open the input before anything is created at the destination. Only a regular file's length
+    // says how large the export can get (a FIFO reports 0).
+    let (input, input_len): (Box<dyn Read>, Option<u64>) = match Source::new(&args.input).open()? {
+        Raw::Seekable(file, len) => (Box::new(file), Some(len)),
+        Raw::Stream(stream) => (stream, None),
     };
 
     let opts = Options {

@@ -16,8 +16,9 @@ use crate::cli::ReadArgs;
 use crate::engine;
 use crate::engine::decrypt::{Options, Summary};
 use crate::engine::progress::Progress;
-use crate::error::{display_input, Error, Exit, Result, RowError};
+use crate::error::{Error, Exit, Result, RowError};
 use crate::format::record::RowOpener;
+use crate::source::{Input, Source};
 use crate::warning::{Warn, Warning};
 
 /// Everything resolved from [`ReadArgs`] that processing an input needs.
@@ -26,6 +27,8 @@ pub struct Reading {
     pub opener: RowOpener,
     /// Pipeline options.
     pub options: Options,
+    /// The ZIP member to read, if chosen.
+    pub member: Option<String>,
     /// Expected row count, if any.
     pub expect_rows: Option<u64>,
     /// Show progress on a terminal.
@@ -37,8 +40,8 @@ impl Reading {
     /// exact (verify) or fixed-memory (decrypt) nonce-reuse check.
     pub fn resolve(args: &ReadArgs, exact_nonces: bool, skip_bad_rows: bool) -> Result<Reading> {
         let customer = credentials::customer_id(args.customer_id.as_deref())?;
-        let stdin_inputs = args.inputs.iter().filter(|p| p.as_os_str() == "-").count();
-        if stdin_inputs > 0 && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let stdin_inputs = args.inputs.iter().filter(|i| **i == Input::Stdin).count();
+        if args.inputs.iter().any(Input::is_interactive) {
             return Err(Error::Usage(
                 "no export given: name an INPUT file, or pipe an export into standard input".into(),
             ));
@@ -69,10 +72,10 @@ impl Reading {
             options: Options {
                 threads,
                 max_line_bytes: args.max_line_bytes,
-                member: args.member.clone(),
                 skip_bad_rows,
                 exact_nonce_check: exact_nonces,
             },
+            member: args.member.clone(),
             expect_rows,
             show_progress: !args.quiet,
         })
@@ -82,13 +85,18 @@ impl Reading {
     /// the checks that follow the rows: skipped rows, the expected count, nonce reuse.
     pub fn process(
         &self,
-        input: &Path,
+        input: &Input,
         sink: Option<&mut dyn std::io::Write>,
         verb: &str,
     ) -> Result<Summary> {
-        let name = display_input(input);
+        let name = input.name();
         let progress = Progress::new(self.show_progress, &name);
-        let result = engine::decrypt::run(input, &self.opener, &self.options, sink, &progress);
+        let result = Source::new(input)
+            .ndjson(self.member.as_deref())
+            .and_then(|ndjson| {
+                let warn = Stderr(Some(&progress));
+                engine::decrypt::run(ndjson, &self.opener, &self.options, sink, &progress, &warn)
+            });
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
@@ -162,14 +170,14 @@ pub fn report(e: &Error) {
 
 /// `DIR/<stem>.ndjson` for an input: the file name with its container and NDJSON extensions
 /// (`.zip`, `.gz`, `.gzip`, `.ndjson`, `.jsonl`) removed.
-pub fn output_name(dir: &Path, input: &Path) -> Result<PathBuf> {
+pub fn output_name(dir: &Path, input: &Input) -> Result<PathBuf> {
     let name = input
-        .file_name()
-        .filter(|_| input.as_os_str() != "-")
+        .path()
+        .and_then(Path::file_name)
         .ok_or_else(|| {
             Error::Usage(format!(
                 "--output-dir needs input file names; {} has none",
-                display_input(input)
+                input.name()
             ))
         })?
         .to_string_lossy();
@@ -187,21 +195,21 @@ mod tests {
     fn output_names_drop_container_extensions() {
         let d = Path::new("out");
         assert_eq!(
-            output_name(d, Path::new("a/x.ndjson.gz")).unwrap(),
+            output_name(d, &Input::from("a/x.ndjson.gz")).unwrap(),
             Path::new("out/x.ndjson")
         );
         assert_eq!(
-            output_name(d, Path::new("x.ZIP")).unwrap(),
+            output_name(d, &Input::from("x.ZIP")).unwrap(),
             Path::new("out/x.ndjson")
         );
         assert_eq!(
-            output_name(d, Path::new("x.tar")).unwrap(),
+            output_name(d, &Input::from("x.tar")).unwrap(),
             Path::new("out/x.tar.ndjson")
         );
         assert_eq!(
-            output_name(d, Path::new(".zip")).unwrap(),
+            output_name(d, &Input::from(".zip")).unwrap(),
             Path::new("out/.zip.ndjson")
         );
-        assert!(output_name(d, Path::new("-")).is_err());
+        assert!(output_name(d, &Input::from("-")).is_err());
     }
 }

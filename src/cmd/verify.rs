@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::cli::VerifyArgs;
 use crate::cmd::{report, Reading};
 use crate::engine::decrypt::Summary;
-use crate::error::{display_input, Error, Result};
+use crate::error::{Error, Result};
 
 /// Run `verify`.
 pub fn run(args: &VerifyArgs) -> Result<()> {
@@ -21,7 +21,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let mut failed = 0;
     let mut unwritten = None;
     for input in inputs {
-        let name = display_input(input);
+        let name = input.name();
         let result = reading
             .process(input, None, "verified")
             .and_then(|s| nonce_verdict(&name, s));

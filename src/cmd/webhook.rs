@@ -1,11 +1,11 @@
 //! `cipherstream webhook verify|sign`: wires the command line to [`crate::webhook`].
 
-use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
+use std::io::Write;
 
 use crate::cli::{WebhookCommand, WebhookSignArgs, WebhookVerifyArgs};
 use crate::cmd::{credentials, Stderr};
-use crate::error::{display_input, Error, Result};
+use crate::error::{Error, Result};
+use crate::source::{Input, Source};
 use crate::webhook::{self, Signature, TimestampCheck};
 
 /// Run a `webhook` subcommand.
@@ -21,7 +21,7 @@ pub fn run(cmd: &WebhookCommand) -> Result<()> {
 fn verify(args: &WebhookVerifyArgs) -> Result<()> {
     let signature = Signature::parse(&args.signature)?;
     let secrets = credentials::secrets(&args.secret_file, &Stderr(None))?;
-    let input = display_input(&args.body);
+    let input = args.body.name();
     let body = read_body(&args.body)?;
     let check = if args.no_timestamp_check {
         TimestampCheck::Skip
@@ -60,21 +60,13 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
 
 /// Read a webhook body, byte for byte: a file, or standard input for `-` (a usage error when
 /// standard input is a terminal, rather than waiting silently).
-pub fn read_body(path: &Path) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    let read = if path.as_os_str() == "-" {
-        let stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            return Err(Error::Usage(
-                "no BODY given and standard input is a terminal: pass the body's file, or pipe \
-                 the body in"
-                    .into(),
-            ));
-        }
-        stdin.lock().read_to_end(&mut body)
-    } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut body))
-    };
-    read.map_err(|e| Error::io(format!("cannot read {}", display_input(path)), e))?;
-    Ok(body)
+fn read_body(input: &Input) -> Result<Vec<u8>> {
+    if input.is_interactive() {
+        return Err(Error::Usage(
+            "no BODY given and standard input is a terminal: pass the body's file, or pipe the \
+             body in"
+                .into(),
+        ));
+    }
+    Source::new(input).read_all()
 }

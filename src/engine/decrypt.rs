@@ -4,7 +4,7 @@
 //! on its last line boundary; nothing else, since every row waits for it (it also inflates). A
 //! worker thread takes a whole buffer, finds its lines, takes the buffer's first row index from
 //! `RowNumbers` in buffer order (blank lines take no index), and opens the rows; when the
-//! container's CRC-32 is left to the caller (`Opened::crc32`), it also hashes the buffer. The
+//! container's CRC-32 is left to the caller (`Meta::crc32`), it also hashes the buffer. The
 //! calling thread releases results strictly in row order, combining those hashes, so output, row
 //! indices and the first error reported are the same at every thread count. Memory is bounded by
 //! the buffer pool: `threads + 3` buffers of `CHUNK` bytes, or of the longest line when one line
@@ -15,19 +15,20 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroize;
 
 use crate::engine::progress::Progress;
-use crate::error::{display_input, Error, Result, RowError};
-use crate::format::container::{self, Opened};
+use crate::error::{Error, Result, RowError};
+use crate::format::container::{self, Meta, Ndjson};
 use crate::format::nonce::NonceTracker;
 use crate::format::record::{RowOpener, NONCE_LEN, UTF8_BOM};
+use crate::warning::{Warn, Warning};
 
 /// Bytes per read buffer. Every chunk costs a few cross-thread wake-ups, which on a virtual machine
 /// cost real CPU: 256 KiB buffers and a pool of `threads + 3` (one each for the reader, every
@@ -48,8 +49,6 @@ pub struct Options {
     pub threads: usize,
     /// Longest line accepted.
     pub max_line_bytes: u64,
-    /// ZIP member to read, if chosen.
-    pub member: Option<String>,
     /// Keep going past bad rows, reporting each (salvage).
     pub skip_bad_rows: bool,
     /// Track nonces exactly (verify) instead of with a fixed-size filter (decrypt).
@@ -87,7 +86,7 @@ struct Chunk {
     out: Vec<u8>,
     /// Scratch for the worker's line index (empty, from the pool).
     lines: Vec<(usize, usize)>,
-    /// Hash `data[..end]` for the container's CRC-32 check (see `Opened::crc32`). Those ranges
+    /// Hash `data[..end]` for the container's CRC-32 check (see `Meta::crc32`). Those ranges
     /// of consecutive chunks are the input's bytes in order, each once: a chunk's bytes after
     /// `end` start the next chunk.
     crc: bool,
@@ -126,111 +125,81 @@ struct Done {
     end: Option<Result<ReadEnd>>,
 }
 
+/// How long a failed run waits for the reader thread to notice and stop. A reader blocked in a read
+/// of a stream with nothing to read (a stalled pipe) cannot be interrupted: after this it is left
+/// to end at its next read, holding only ciphertext buffers (the plaintext ones are wiped when
+/// dropped). A file, a spooled ZIP or an in-memory input always ends well within it.
+const READER_GRACE: Duration = Duration::from_millis(250);
+
 /// Decrypt (`sink` is `Some`) or verify (`None`) one input, writing plaintext lines to `sink` in
-/// row order. Rows before a failing row have been written when the error is returned.
+/// row order. Rows before a failing row have been written when the error is returned. Warnings
+/// (a row skipped with `skip_bad_rows`) go to `warn` as they happen. Every thread started is
+/// joined before this returns (but see [`READER_GRACE`]).
 pub fn run(
-    input: &Path,
-    opener: &RowOpener,
-    opts: &Options,
-    sink: Option<&mut dyn Write>,
-    progress: &Progress,
-) -> Result<Summary> {
-    let source = Source::Path(input.to_path_buf());
-    run_source(source, display_input(input), opener, opts, sink, progress)
-}
-
-/// [`run`] over a whole export held in memory (any container) instead of a named input: for fuzz
-/// targets and tests. `name` names the input in errors.
-pub fn run_bytes(
-    data: Vec<u8>,
-    name: &str,
-    opener: &RowOpener,
-    opts: &Options,
-    sink: Option<&mut dyn Write>,
-    progress: &Progress,
-) -> Result<Summary> {
-    run_source(
-        Source::Bytes(data),
-        name.to_owned(),
-        opener,
-        opts,
-        sink,
-        progress,
-    )
-}
-
-/// Where the reader thread gets the input from.
-enum Source {
-    Path(PathBuf),
-    Bytes(Vec<u8>),
-}
-
-/// The body of [`run`] and [`run_bytes`].
-fn run_source(
-    source: Source,
-    name: String,
+    input: Ndjson,
     opener: &RowOpener,
     opts: &Options,
     mut sink: Option<&mut dyn Write>,
     progress: &Progress,
+    warn: &dyn Warn,
 ) -> Result<Summary> {
+    let Ndjson {
+        name,
+        meta,
+        reader: mut input,
+        consumed,
+    } = input;
     let threads = opts.threads.max(1);
     let cancel = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (pool_tx, pool_rx) = mpsc::channel::<Buffers>();
-    let (opened_tx, opened_rx) = mpsc::channel::<Opened>();
     let rows = Arc::new(RowNumbers::default());
-    progress.set_count_source(Some(count.clone()));
+    progress.set_count_source(Some(consumed));
     for _ in 0..threads + SPARE_BUFFERS {
         pool_tx.send(Buffers::new()).expect("receiver alive");
     }
 
-    // The threads are detached, not scoped: when an early row fails, this thread must be able to
-    // report it and exit without waiting for a reader blocked on a slow standard input.
     let reader = {
         let name = name.clone();
         let cancel = cancel.clone();
-        let count = count.clone();
-        let opts = opts.clone();
+        let meta = meta.clone();
+        let max_line = opts.max_line_bytes;
         std::thread::Builder::new()
             .name("reader".into())
             .spawn(move || {
                 let mut seq = 0u64;
-                let read = |r: &mut dyn Read, opened: &Opened| -> Result<ReadEnd> {
-                    let _ = opened_tx.send(opened.clone());
-                    split(
-                        r, opened, &name, &opts, &pool_rx, &work_tx, &cancel, &mut seq,
-                    )
-                };
-                let member = opts.member.as_deref();
-                let result = match source {
-                    Source::Path(input) => container::read_ndjson(&input, member, count, read),
-                    Source::Bytes(data) => {
-                        let size = data.len() as u64;
-                        let cursor = io::Cursor::new(data);
-                        container::read_ndjson_from(cursor, &name, size, member, count, read)
-                    }
-                };
+                let result = split(
+                    &mut *input,
+                    &meta,
+                    &name,
+                    max_line,
+                    &pool_rx,
+                    &work_tx,
+                    &cancel,
+                    &mut seq,
+                );
                 let _ = work_tx.send(Work::End { seq, result });
             })
             .map_err(|e| Error::io("starting the reader thread", e))?
     };
+    let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         let work_rx = work_rx.clone();
-        let done_tx = done_tx.clone();
+        let worker_done = done_tx.clone();
+        let worker_cancel = cancel.clone();
         let mut opener = opener.clone();
         let decrypting = sink.is_some();
         let skip = opts.skip_bad_rows;
         let max_line = opts.max_line_bytes;
         let rows = rows.clone();
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || loop {
+                // A timeout, so that a failed run's workers stop without waiting for the reader.
                 let work = match work_rx.lock() {
-                    Ok(rx) => rx.recv(),
+                    Ok(rx) => rx.recv_timeout(Duration::from_millis(50)),
                     Err(_) => return,
                 };
                 let done = match work {
@@ -252,26 +221,53 @@ fn run_source(
                         error: None,
                         end: Some(result),
                     },
+                    Err(RecvTimeoutError::Timeout) if !worker_cancel.load(Ordering::Relaxed) => {
+                        continue
+                    }
                     Err(_) => return,
                 };
-                if done_tx.send(done).is_err() {
+                if worker_done.send(done).is_err() {
                     return;
                 }
-            })
-            .map_err(|e| Error::io("starting a worker thread", e))?;
+            });
+        match worker {
+            Ok(worker) => workers.push(worker),
+            Err(e) => {
+                cancel.store(true, Ordering::Relaxed);
+                drop(done_tx);
+                join(reader, workers);
+                return Err(Error::io("starting a worker thread", e));
+            }
+        }
     }
     drop(done_tx);
+    drop(work_rx);
 
     let result = release_in_order(
-        &name, &done_rx, &mut sink, progress, &opened_rx, opts, &pool_tx,
+        &name, &meta, &done_rx, &mut sink, progress, opts, &pool_tx, warn,
     );
     if result.is_err() {
         cancel.store(true, Ordering::Relaxed);
-    } else {
-        let _ = reader.join();
     }
+    drop(done_rx);
+    join(reader, workers);
     progress.set_count_source(None);
     result
+}
+
+/// Join the workers, then the reader (within [`READER_GRACE`] of their end). The caller has
+/// dropped its end of every channel they use, or set the cancel flag they watch.
+fn join(reader: JoinHandle<()>, workers: Vec<JoinHandle<()>>) {
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let deadline = Instant::now() + READER_GRACE;
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if reader.is_finished() {
+        let _ = reader.join();
+    }
 }
 
 /// One pool entry: an input buffer (kept full length, see the module comment) and an output
@@ -349,15 +345,14 @@ fn grow(buf: &mut Vec<u8>, room: usize) {
 #[allow(clippy::too_many_arguments)]
 fn split(
     r: &mut dyn Read,
-    opened: &Opened,
+    opened: &Meta,
     name: &str,
-    opts: &Options,
+    max_line: u64,
     pool: &Receiver<Buffers>,
     work: &Sender<Work>,
     cancel: &AtomicBool,
     seq: &mut u64,
 ) -> Result<ReadEnd> {
-    let max_line = opts.max_line_bytes;
     let streaming = opened.total.is_none();
     let mut carry: Vec<u8> = Vec::new();
     let mut first = true;
@@ -442,7 +437,7 @@ fn split(
         let mut crc_gate = false;
         let end = if eof {
             match last_newline(&buf) {
-                // When the reader does not check the CRC-32 itself (see `Opened::crc32`), an
+                // When the reader does not check the CRC-32 itself (see `Meta::crc32`), an
                 // unterminated last line goes alone in a chunk of its own, released only once the
                 // CRC has been checked: as a failed checksum always held it back before (the
                 // `zip` crate's reader fails the read that ends the member), and as gzip and a
@@ -664,34 +659,28 @@ fn check_crc(name: &str, expected: Option<u32>, crc: &crc32fast::Hasher) -> Resu
 }
 
 /// Release chunk results strictly in sequence order.
+#[allow(clippy::too_many_arguments)]
 fn release_in_order(
     name: &str,
+    meta: &Meta,
     done_rx: &Receiver<Done>,
     sink: &mut Option<&mut dyn Write>,
     progress: &Progress,
-    opened_rx: &Receiver<Opened>,
     opts: &Options,
     pool: &Sender<Buffers>,
+    warn: &dyn Warn,
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut nonces = NonceTracker::new(opts.exact_nonce_check);
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
-    let mut opened_seen = false;
-    let mut expected_crc = None;
+    let expected_crc = meta.crc32;
     let mut crc = crc32fast::Hasher::new();
+    summary.container = Some(meta.kind.name());
+    summary.member = meta.member.clone();
+    progress.set_total(meta.total);
+    nonces.expect_input(meta.total);
     for done in done_rx.iter() {
-        if !opened_seen {
-            // The reader sends this before its first chunk, so it is here by the first result.
-            if let Ok(opened) = opened_rx.try_recv() {
-                opened_seen = true;
-                expected_crc = opened.crc32;
-                summary.container = Some(opened.kind.name());
-                summary.member = opened.member.clone();
-                progress.set_total(opened.total);
-                nonces.expect_input(opened.total);
-            }
-        }
         pending.insert(done.seq, done);
         while let Some(mut done) = pending.remove(&next) {
             next += 1;
@@ -749,8 +738,8 @@ fn release_in_order(
                     row,
                     kind: kind.clone(),
                 };
-                progress.suspend(|| eprintln!("skipped: {e}"));
                 summary.skipped.push((row, kind));
+                warn.warn(Warning::RowSkipped(e));
             }
             progress.advance(summary.released);
             if let Some((row, kind)) = done.error.take() {

@@ -1,19 +1,17 @@
 //! Finding the NDJSON inside an input: ZIP, gzip or plain, detected from the content.
 //!
-//! SPEC section 3: the container is told from its first bytes, never from the file name, and a
-//! ZIP must also work from standard input. A ZIP's central directory sits at its end, so a ZIP on
-//! standard input is first spooled to an unnamed temporary file (ciphertext only: it holds nothing
-//! the download did not) and then read like any other; gzip and plain NDJSON stream straight
-//! through. Member choice: one member is used as is; with several, the one named `*.ndjson`;
-//! several candidates are an error listing them unless `--member` picks one.
+//! SPEC section 3: the container is told from its first bytes, never from the file name. A ZIP's
+//! central directory sits at its end, so a ZIP needs random access ([`open_seekable`]); gzip and
+//! plain NDJSON can also be read as a stream ([`open_stream`]). Where the bytes come from, and
+//! spooling a ZIP that arrives as a stream, is `crate::source`'s business. Member choice: one
+//! member is used as is; with several, the one named `*.ndjson`; several candidates are an error
+//! listing them unless `--member` picks one.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::error::{display_input, Error, Exit, Result};
+use crate::error::{Error, Exit, Result};
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,24 +52,43 @@ impl Kind {
 
 /// What was found inside an input.
 #[derive(Debug, Clone)]
-pub struct Opened {
+pub struct Meta {
     /// The container format.
     pub kind: Kind,
     /// The ZIP member read, if any.
     pub member: Option<String>,
     /// Bytes the progress counter will reach at the end, when known.
     pub total: Option<u64>,
-    /// The CRC-32 the NDJSON bytes must have, when the reader given to the caller does not check
-    /// it itself: the caller MUST then check it over every byte read (see [`read_ndjson`]).
+    /// The CRC-32 the NDJSON bytes must have, when the reader does not check it itself: the
+    /// consumer MUST then check it over every byte read (see [`Ndjson`]).
     pub crc32: Option<u32>,
 }
 
+/// The NDJSON inside an input, ready to be read in order.
+///
+/// Errors while reading `reader` are the container's (corrupt or truncated compressed data, a
+/// size that does not match): consumers SHOULD report them with [`read_error`]. A ZIP member's
+/// CRC-32 is not checked by `reader` but carried in `meta.crc32`: the consumer checks it, so the
+/// thread that inflates, which every row waits for, does not also spend ~4% of its time on the
+/// checksum (issue 3). A consumer that sees `crc32` MUST hash every byte read, in order, and fail
+/// when the result differs.
+pub struct Ndjson {
+    /// How the input is named in messages.
+    pub name: String,
+    /// What the container is and holds.
+    pub meta: Meta,
+    /// Exactly the NDJSON bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// Advances as the input is consumed, towards `meta.total` (for a progress display).
+    pub consumed: Arc<AtomicU64>,
+}
+
 /// Counts bytes read through it into a shared counter (for the progress bar).
-pub(crate) struct Counting<R> {
+pub struct Counting<R> {
     /// The reader counted.
-    pub(crate) inner: R,
+    pub inner: R,
     /// Where the bytes read are added.
-    pub(crate) count: Arc<AtomicU64>,
+    pub count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -113,161 +130,131 @@ fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Open `input` (a path, or `-` for standard input), find its NDJSON and call `f` with a reader
-/// over exactly those bytes. `count` advances as the input is consumed, towards `Opened::total`.
-///
-/// Errors while reading from the returned reader are the container's (corrupt or truncated
-/// compressed data, a CRC mismatch): callers SHOULD report them with [`read_error`].
-///
-/// A deflated ZIP member is inflated here without a CRC check, and `Opened::crc32` carries the
-/// CRC-32 its bytes must have: the caller checks it, so the thread that inflates, which every row
-/// waits for, does not also spend ~4% of its time on the checksum (issue 3). A caller that sees
-/// `crc32` MUST hash every byte read, in order, and fail when the result differs.
-pub fn read_ndjson<T>(
-    input: &Path,
-    member: Option<&str>,
-    count: Arc<AtomicU64>,
-    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
-) -> Result<T> {
-    let name = display_input(input);
-    if input.as_os_str() == "-" {
-        return read_stream(io::stdin().lock(), &name, member, count, f);
-    }
-    let file = File::open(input).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-    if meta.is_dir() {
-        return Err(Error::container(
-            &name,
-            "is a directory, not an export file",
-        ));
-    }
-    if !meta.is_file() {
-        // A FIFO, `/dev/stdin`, a process substitution (`<(curl ...)`): it cannot seek, so it is
-        // read as a stream, as `-` is.
-        return read_stream(file, &name, member, count, f);
-    }
-    read_ndjson_from(file, &name, meta.len(), member, count, f)
+/// The first bytes of an input, and the container they show.
+pub struct Head {
+    bytes: [u8; 64],
+    len: usize,
+    /// The container the first bytes show.
+    pub kind: Kind,
 }
 
-/// [`read_ndjson`] for a source that cannot seek (standard input, a pipe): the container is told
-/// from the first bytes, a ZIP is spooled to an unnamed temporary file (its directory is at its
-/// end), gzip and NDJSON are read as they arrive. No bytes at all is an error ([`no_data`]).
-fn read_stream<S: Read, T>(
-    mut stream: S,
-    name: &str,
-    member: Option<&str>,
-    count: Arc<AtomicU64>,
-    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
-) -> Result<T> {
-    let (head, n, kind) = sniff(&mut stream, name, member)?;
-    let opened = Opened {
-        kind,
+impl Head {
+    /// The bytes read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Read the first bytes of an input and tell its container. Refuses an input of 0 bytes
+/// ([`no_data`]) and a `--member` for an input that is not a ZIP ([`refuse_member`]).
+pub fn sniff(source: &mut impl Read, name: &str, member: Option<&str>) -> Result<Head> {
+    let mut bytes = [0u8; 64];
+    let len = read_head(source, &mut bytes).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    if len == 0 {
+        return Err(no_data(name));
+    }
+    let kind = Kind::detect(&bytes[..len]);
+    refuse_member(name, kind, member)?;
+    Ok(Head { bytes, len, kind })
+}
+
+/// The NDJSON of a gzip or plain input read as a stream: `head` (from [`sniff`]) followed by
+/// `rest`. A ZIP needs random access (its directory is at its end): give it to [`open_seekable`].
+pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) -> Result<Ndjson> {
+    let consumed = Arc::new(AtomicU64::new(0));
+    let meta = Meta {
+        kind: head.kind,
         member: None,
         total: None,
         crc32: None,
     };
-    match kind {
+    let reader: Box<dyn Read + Send> = match head.kind {
         Kind::Zip => {
-            let mut spool = tempfile::tempfile()
-                .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
-            let mut all = io::Cursor::new(&head[..n]).chain(stream);
-            io::copy(&mut all, &mut spool)
-                .map_err(|e| Error::io(format!("spooling the ZIP from {name}"), e))?;
-            spool
-                .seek(SeekFrom::Start(0))
-                .map_err(|e| Error::io("rewinding the spool", e))?;
-            read_zip(spool, name, member, count, f)
+            return Err(Error::io(
+                format!("reading {name}"),
+                io::Error::other("a ZIP cannot be read as a stream"),
+            ))
         }
         Kind::Gzip => {
-            let reader = Counting {
-                inner: io::Cursor::new(&head[..n]).chain(stream),
-                count,
+            let raw = Counting {
+                inner: io::Cursor::new(head.bytes)
+                    .take(head.len as u64)
+                    .chain(rest),
+                count: consumed.clone(),
             };
-            f(&mut flate2::read::MultiGzDecoder::new(reader), &opened)
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
         }
         Kind::Plain => {
-            check_plain(name, &head[..n])?;
-            let mut reader = Counting {
-                inner: io::Cursor::new(&head[..n]).chain(stream),
-                count,
-            };
-            f(&mut reader, &opened)
+            check_plain(name, head.bytes())?;
+            Box::new(Counting {
+                inner: io::Cursor::new(head.bytes)
+                    .take(head.len as u64)
+                    .chain(rest),
+                count: consumed.clone(),
+            })
         }
-    }
+    };
+    Ok(Ndjson {
+        name: name.to_owned(),
+        meta,
+        reader,
+        consumed,
+    })
 }
 
-/// Find the NDJSON in `source`, any seekable byte source, and call `f` with a reader over exactly
-/// those bytes; what [`read_ndjson`] does for a named file (which calls this), for a source without
-/// a path: fuzz targets and tests use it with an `io::Cursor` over bytes in memory. `name` names
-/// the input in errors and `size` is the source's length in bytes (the progress total). `source`
-/// MUST be positioned at its start: its first bytes decide the container.
-pub fn read_ndjson_from<R: Read + Seek, T>(
+/// The NDJSON of any seekable input (a file, a spooled stream, bytes in memory): the container is
+/// told from the first bytes, so `source` MUST be positioned at its start. `name` names the input
+/// in errors and `size` is its length in bytes (the progress total).
+pub fn open_seekable<R: Read + Seek + Send + 'static>(
     mut source: R,
     name: &str,
     size: u64,
     member: Option<&str>,
-    count: Arc<AtomicU64>,
-    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
-) -> Result<T> {
-    let (head, n, kind) = sniff(&mut source, name, member)?;
+) -> Result<Ndjson> {
+    let head = sniff(&mut source, name, member)?;
     source
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(format!("reading {name}"), e))?;
-    match kind {
-        Kind::Zip => read_zip(source, name, member, count, f),
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (meta, reader): (Meta, Box<dyn Read + Send>) = match head.kind {
+        Kind::Zip => return open_zip(source, name, member),
         Kind::Gzip => {
-            let opened = Opened {
-                kind,
-                member: None,
-                total: Some(size),
-                crc32: None,
-            };
-            let reader = io::BufReader::with_capacity(
+            let raw = io::BufReader::with_capacity(
                 256 * 1024,
                 Counting {
                     inner: source,
-                    count,
+                    count: consumed.clone(),
                 },
             );
-            f(&mut flate2::bufread::MultiGzDecoder::new(reader), &opened)
-        }
-        Kind::Plain => {
-            check_plain(name, &head[..n])?;
-            let opened = Opened {
-                kind,
+            let meta = Meta {
+                kind: Kind::Gzip,
                 member: None,
                 total: Some(size),
                 crc32: None,
             };
-            f(
-                &mut Counting {
-                    inner: source,
-                    count,
-                },
-                &opened,
-            )
+            (meta, Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
         }
-    }
-}
-
-/// The first bytes of an input (`head[..n]`) and the container they show, for both ways in (a
-/// stream, a seekable source). Refuses an input of 0 bytes ([`no_data`]) and a `--member` for an
-/// input that is not a ZIP ([`refuse_member`]).
-fn sniff(
-    source: &mut impl Read,
-    name: &str,
-    member: Option<&str>,
-) -> Result<([u8; 64], usize, Kind)> {
-    let mut head = [0u8; 64];
-    let n = read_head(source, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
-    if n == 0 {
-        return Err(no_data(name));
-    }
-    let kind = Kind::detect(&head[..n]);
-    refuse_member(name, kind, member)?;
-    Ok((head, n, kind))
+        Kind::Plain => {
+            check_plain(name, head.bytes())?;
+            let meta = Meta {
+                kind: Kind::Plain,
+                member: None,
+                total: Some(size),
+                crc32: None,
+            };
+            let reader = Counting {
+                inner: source,
+                count: consumed.clone(),
+            };
+            (meta, Box::new(reader))
+        }
+    };
+    Ok(Ndjson {
+        name: name.to_owned(),
+        meta,
+        reader,
+        consumed,
+    })
 }
 
 /// An input of 0 bytes is no export: every export, even one without rows, has some (a ZIP's or
@@ -331,13 +318,15 @@ fn what_it_looks_like(body: &[u8]) -> &'static str {
     }
 }
 
-fn read_zip<R: Read + Seek, T>(
+/// Open the chosen member of a ZIP: its directory is read through the `zip` crate, then the
+/// member's raw bytes are read straight from `file` (the archive is not kept), inflated here when
+/// deflated. Either way its CRC-32 is left to the consumer (`Meta::crc32`), and a member that
+/// holds more or fewer bytes than it declares fails.
+fn open_zip<R: Read + Seek + Send + 'static>(
     file: R,
     name: &str,
     member: Option<&str>,
-    count: Arc<AtomicU64>,
-    f: impl FnOnce(&mut dyn Read, &Opened) -> Result<T>,
-) -> Result<T> {
+) -> Result<Ndjson> {
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::container(name, format!("not a readable ZIP archive ({e})")))?;
     let mut names = Vec::new();
@@ -358,63 +347,80 @@ fn read_zip<R: Read + Seek, T>(
         .iter()
         .find(|(i, _)| *i == index)
         .map(|(_, n)| n.clone());
-    {
+    let (method, encrypted, start, compressed, declared, crc32) = {
         let raw = archive
             .by_index_raw(index)
             .map_err(|e| Error::container(name, format!("cannot read the ZIP member ({e})")))?;
-        if raw.compression() == zip::CompressionMethod::Deflated && !raw.encrypted() {
-            let declared = raw.size();
-            let opened = Opened {
-                kind: Kind::Zip,
-                member: member_name,
-                total: Some(declared),
-                crc32: Some(raw.crc32()),
-            };
-            let inner = Inflate::new(raw, declared);
-            return f(&mut Counting { inner, count }, &opened);
-        }
-        let method = raw.compression();
-        if method != zip::CompressionMethod::Stored && method != zip::CompressionMethod::Deflated {
-            // Not damage: a ZIP made by another tool (bzip2, LZMA, zstd). Say so.
-            #[allow(deprecated)] // to_u16: the method's number, for its name
-            let code = method.to_u16();
-            return Err(Error::Failed {
-                message: format!(
-                    "{name}: the ZIP member is compressed with {} (method {code}), which \
-                     cipherstream does not read (the vendor's exports are deflated or stored)",
-                    zip::CompressionMethod::name_from_u16(code)
-                ),
-                hint: Some(
-                    "use the export as downloaded, or re-pack it with deflate (zip -Z deflate)"
-                        .into(),
-                ),
-                exit: Exit::Failure,
-            });
-        }
+        let start = raw
+            .data_start()
+            .ok_or_else(|| Error::container(name, "cannot read the ZIP member (no data offset)"))?;
+        (
+            raw.compression(),
+            raw.encrypted(),
+            start,
+            raw.compressed_size(),
+            raw.size(),
+            raw.crc32(),
+        )
+    };
+    if encrypted {
+        return Err(Error::container(
+            name,
+            "cannot read the ZIP member (the member is encrypted: a password-protected ZIP)",
+        ));
     }
-    // Stored, or anything the `zip` crate must judge (it refuses what it cannot read).
-    let mut entry = archive
-        .by_index(index)
-        .map_err(|e| Error::container(name, format!("cannot read the ZIP member ({e})")))?;
-    let declared = entry.size();
-    let opened = Opened {
-        kind: Kind::Zip,
-        member: member_name,
-        total: Some(declared),
-        crc32: None,
+    if method != zip::CompressionMethod::Stored && method != zip::CompressionMethod::Deflated {
+        // Not damage: a ZIP made by another tool (bzip2, LZMA, zstd). Say so.
+        #[allow(deprecated)] // to_u16: the method's number, for its name
+        let code = method.to_u16();
+        return Err(Error::Failed {
+            message: format!(
+                "{name}: the ZIP member is compressed with {} (method {code}), which \
+                 cipherstream does not read (the vendor's exports are deflated or stored)",
+                zip::CompressionMethod::name_from_u16(code)
+            ),
+            hint: Some(
+                "use the export as downloaded, or re-pack it with deflate (zip -Z deflate)".into(),
+            ),
+            exit: Exit::Failure,
+        });
+    }
+    let mut file = archive.into_inner();
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io(format!("reading {name}"), e))?;
+    let raw = file.take(compressed);
+    let consumed = Arc::new(AtomicU64::new(0));
+    let reader: Box<dyn Read + Send> = if method == zip::CompressionMethod::Deflated {
+        Box::new(Counting {
+            inner: Inflate::new(raw, declared),
+            count: consumed.clone(),
+        })
+    } else {
+        Box::new(Counting {
+            inner: ExactSize {
+                inner: raw,
+                declared,
+                seen: 0,
+            },
+            count: consumed.clone(),
+        })
     };
-    let inner = ExactSize {
-        inner: &mut entry,
-        declared,
-        seen: 0,
-    };
-    let mut reader = Counting { inner, count };
-    f(&mut reader, &opened)
+    Ok(Ndjson {
+        name: name.to_owned(),
+        meta: Meta {
+            kind: Kind::Zip,
+            member: member_name,
+            total: Some(declared),
+            crc32: Some(crc32),
+        },
+        reader,
+        consumed,
+    })
 }
 
 /// Inflates a deflated ZIP member from its raw bytes with zlib-rs (the backend the `zip` crate
 /// uses), through a 128 KiB input buffer, refusing output beyond the declared size and a stream
-/// that ends early or short. It does not check the CRC-32: see [`read_ndjson`].
+/// that ends early or short. It does not check the CRC-32: see [`Ndjson`].
 struct Inflate<R> {
     raw: R,
     input: Vec<u8>,
@@ -607,8 +613,8 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
 /// Turn an error met while reading the NDJSON out of a container into the right failure class:
 /// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch); for plain
 /// NDJSON it is an I/O error.
-pub fn read_error(input: &str, opened: &Opened, e: io::Error) -> Error {
-    match opened.kind {
+pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
+    match meta.kind {
         Kind::Plain => Error::io(format!("reading {input}"), e),
         kind => {
             let what = match e.kind() {
@@ -704,25 +710,35 @@ mod tests {
         w.finish().unwrap().into_inner()
     }
 
-    /// Read `zip` as the pipeline does, in reads of `step` bytes: (bytes, `Opened::crc32`).
-    fn read_all(zip: Vec<u8>, step: usize) -> Result<(Vec<u8>, Option<u32>)> {
-        let size = zip.len() as u64;
-        let count = Arc::new(AtomicU64::new(0));
-        read_ndjson_from(io::Cursor::new(zip), "z", size, None, count, |r, opened| {
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; step];
-            loop {
-                match r.read(&mut buf) {
-                    Ok(0) => return Ok((out, opened.crc32)),
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                    Err(e) => return Err(read_error("z", opened, e)),
+    /// Read an input as the pipeline does, in reads of `step` bytes: the bytes read and the error
+    /// that ended them, if any.
+    fn read_steps(input: Vec<u8>, step: usize) -> Result<(Vec<u8>, Option<Error>, Meta)> {
+        let size = input.len() as u64;
+        let mut ndjson = open_seekable(io::Cursor::new(input), "z", size, None)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            match ndjson.reader.read(&mut buf) {
+                Ok(0) => return Ok((out, None, ndjson.meta)),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    let e = read_error("z", &ndjson.meta, e);
+                    return Ok((out, Some(e), ndjson.meta));
                 }
             }
-        })
+        }
     }
 
-    /// A deflated member is inflated here and its CRC-32 handed to the caller to check; a stored
-    /// one goes through the `zip` crate, which checks it itself.
+    /// Read `zip` as the pipeline does, in reads of `step` bytes: (bytes, `Meta::crc32`).
+    fn read_all(zip: Vec<u8>, step: usize) -> Result<(Vec<u8>, Option<u32>)> {
+        match read_steps(zip, step)? {
+            (out, None, meta) => Ok((out, meta.crc32)),
+            (_, Some(e), _) => Err(e),
+        }
+    }
+
+    /// A member's bytes are read here and its CRC-32 handed to the caller to check, whether it is
+    /// deflated or stored.
     #[test]
     fn deflated_members_hand_their_crc_to_the_caller() {
         let data: Vec<u8> = (0..300_000u32)
@@ -735,7 +751,7 @@ mod tests {
             assert_eq!(crc, Some(crc32fast::hash(&data)));
         }
         let (out, crc) = read_all(zip_of(&data, zip::CompressionMethod::Stored), 4096).unwrap();
-        assert_eq!((out, crc), (data, None));
+        assert_eq!((out, crc), (data.clone(), Some(crc32fast::hash(&data))));
     }
 
     /// A member compressed with a method the tool does not read is named as such, not "corrupt".
@@ -761,11 +777,9 @@ mod tests {
             (b"{}\n".to_vec(), "NDJSON"),
             (vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3], "gzip"),
         ] {
-            let count = Arc::new(AtomicU64::new(0));
-            let e = read_ndjson_from(io::Cursor::new(data), "p", 3, Some("x"), count, |_, _| {
-                Ok(())
-            })
-            .unwrap_err();
+            let e = open_seekable(io::Cursor::new(data), "p", 3, Some("x"))
+                .err()
+                .unwrap();
             assert_eq!(e.exit(), Exit::Usage);
             assert_eq!(
                 e.to_string(),
@@ -816,29 +830,8 @@ mod tests {
         let cd = zip.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
         zip[cd + 24..cd + 28].copy_from_slice(&declared.to_le_bytes());
         for step in [1000, 4096, 256 * 1024] {
-            let size = zip.len() as u64;
-            let count = Arc::new(AtomicU64::new(0));
-            let (got, err) = read_ndjson_from(
-                io::Cursor::new(zip.clone()),
-                "z",
-                size,
-                None,
-                count,
-                |r, opened| {
-                    let mut out = Vec::new();
-                    let mut buf = vec![0u8; step];
-                    loop {
-                        match r.read(&mut buf) {
-                            Ok(0) => return Ok((out, None)),
-                            Ok(n) => out.extend_from_slice(&buf[..n]),
-                            Err(e) => {
-                                return Ok((out, Some(read_error("z", opened, e).to_string())))
-                            }
-                        }
-                    }
-                },
-            )
-            .unwrap();
+            let (got, err, _) = read_steps(zip.clone(), step).unwrap();
+            let err = err.map(|e| e.to_string());
             assert_eq!(got, &data[..declared as usize], "reads of {step}");
             assert_eq!(
                 err.as_deref(),

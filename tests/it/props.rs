@@ -18,6 +18,8 @@ use cipherstream::engine::progress::Progress;
 use cipherstream::error::{Error, RowError};
 use cipherstream::format::aead::Cipher;
 use cipherstream::format::record::RowOpener;
+use cipherstream::source::{Input, Source};
+use cipherstream::warning::Ignore;
 
 #[derive(Debug, Clone, Copy)]
 enum Container {
@@ -113,22 +115,25 @@ fn decrypt(
 ) -> (Vec<u8>, Result<u64, Error>) {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(bytes).unwrap();
+    let input = Input::from(file.path().to_path_buf());
     let opener = RowOpener::new(Cipher::new(key), customer);
     let opts = Options {
         threads,
         max_line_bytes: 1 << 20,
-        member: None,
         skip_bad_rows: false,
         exact_nonce_check: true,
     };
     let mut out = Vec::new();
-    let result = pipeline::run(
-        file.path(),
-        &opener,
-        &opts,
-        Some(&mut out),
-        &Progress::hidden(),
-    );
+    let result = Source::new(&input).ndjson(None).and_then(|ndjson| {
+        pipeline::run(
+            ndjson,
+            &opener,
+            &opts,
+            Some(&mut out),
+            &Progress::hidden(),
+            &Ignore,
+        )
+    });
     (out, result.map(|s| s.rows))
 }
 

@@ -1,0 +1,210 @@
+//! Where export bytes come from: a named file, standard input (`-`), a FIFO, or bytes in memory.
+//!
+//! [`Input`] is what the user named; it is decided once, here, what `-` means and how an input is
+//! named in messages. [`Source::ndjson`] opens it and finds the NDJSON inside
+//! (`format::container`): a regular file is read with random access; standard input and FIFOs
+//! (`/dev/stdin`, `<(curl ...)`) are read as streams, and a ZIP that arrives as a stream is first
+//! spooled to an unnamed temporary file (its directory is at its end; the spool holds ciphertext
+//! only, nothing the download did not). The engine receives the result, an
+//! [`Ndjson`](crate::format::container::Ndjson) reader, and never sees a path.
+//!
+//! This is the seam for network sources: a source that resumes by byte offset (an HTTP download)
+//! yields a seekable reader or a stream, and nothing downstream changes.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::container::{self, Kind, Ndjson};
+
+/// An input as the user named it on the command line.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `-`: standard input.
+    Stdin,
+    /// A path (a regular file, a FIFO, a device).
+    Path(PathBuf),
+}
+
+impl From<PathBuf> for Input {
+    fn from(path: PathBuf) -> Input {
+        if path.as_os_str() == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(path)
+        }
+    }
+}
+
+impl From<OsString> for Input {
+    fn from(arg: OsString) -> Input {
+        Input::from(PathBuf::from(arg))
+    }
+}
+
+impl From<&str> for Input {
+    fn from(arg: &str) -> Input {
+        Input::from(PathBuf::from(arg))
+    }
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Input {
+    /// How the input is named in messages: `<stdin>`, or the path.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stdin => "<stdin>".to_owned(),
+            Input::Path(path) => path.display().to_string(),
+        }
+    }
+
+    /// The path, for an input that has one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Input::Stdin => None,
+            Input::Path(path) => Some(path),
+        }
+    }
+
+    /// True if the input is the existing regular file `dest` (so writing `dest` would destroy the
+    /// input); standard input counts too (`decrypt - -o x.zip < x.zip`).
+    pub fn is_same_file(&self, dest: &Path) -> bool {
+        let path = match self {
+            Input::Stdin => Path::new("-"),
+            Input::Path(path) => path,
+        };
+        crate::sink::same_file(path, dest)
+    }
+
+    /// Standard input attached to a terminal: reading it would wait for someone to type an export.
+    pub fn is_interactive(&self) -> bool {
+        matches!(self, Input::Stdin) && io::stdin().is_terminal()
+    }
+}
+
+/// An input ready to be opened.
+pub struct Source {
+    name: String,
+    origin: Origin,
+}
+
+enum Origin {
+    Stdin,
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// An opened input's bytes.
+pub enum Raw {
+    /// Random access, with the length in bytes: a regular file, bytes in memory.
+    Seekable(Box<dyn ReadSeek>, u64),
+    /// Read once, in order: standard input, a FIFO.
+    Stream(Box<dyn Read + Send>),
+}
+
+/// A seekable reader that can move to another thread.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+impl Source {
+    /// The source for what the user named.
+    pub fn new(input: &Input) -> Source {
+        let origin = match input {
+            Input::Stdin => Origin::Stdin,
+            Input::Path(path) => Origin::Path(path.clone()),
+        };
+        Source {
+            name: input.name(),
+            origin,
+        }
+    }
+
+    /// A whole input held in memory (any container), named `name` in messages: for tests and fuzz
+    /// targets.
+    pub fn from_bytes(name: impl Into<String>, data: Vec<u8>) -> Source {
+        Source {
+            name: name.into(),
+            origin: Origin::Bytes(data),
+        }
+    }
+
+    /// How the input is named in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Open the input's bytes. A directory is refused (exit 1).
+    pub fn open(self) -> Result<Raw> {
+        let name = self.name;
+        match self.origin {
+            Origin::Stdin => Ok(Raw::Stream(Box::new(io::stdin()))),
+            Origin::Bytes(data) => {
+                let len = data.len() as u64;
+                Ok(Raw::Seekable(Box::new(io::Cursor::new(data)), len))
+            }
+            Origin::Path(path) => {
+                let file =
+                    File::open(&path).map_err(|e| Error::io(format!("cannot open {name}"), e))?;
+                let meta = file
+                    .metadata()
+                    .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+                if meta.is_dir() {
+                    return Err(Error::container(
+                        &name,
+                        "is a directory, not an export file",
+                    ));
+                }
+                if meta.is_file() {
+                    Ok(Raw::Seekable(Box::new(file), meta.len()))
+                } else {
+                    // A FIFO, `/dev/stdin`, a process substitution (`<(curl ...)`): it cannot
+                    // seek, so it is read as a stream, as `-` is.
+                    Ok(Raw::Stream(Box::new(file)))
+                }
+            }
+        }
+    }
+
+    /// Open the input and find the NDJSON inside it (`member` chooses in a ZIP).
+    pub fn ndjson(self, member: Option<&str>) -> Result<Ndjson> {
+        let name = self.name.clone();
+        match self.open()? {
+            Raw::Seekable(reader, len) => container::open_seekable(reader, &name, len, member),
+            Raw::Stream(mut stream) => {
+                let head = container::sniff(&mut stream, &name, member)?;
+                if head.kind != Kind::Zip {
+                    return container::open_stream(head, stream, &name);
+                }
+                let mut spool = tempfile::tempfile()
+                    .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
+                let mut all = io::Cursor::new(head.bytes()).chain(stream);
+                let len = io::copy(&mut all, &mut spool)
+                    .map_err(|e| Error::io(format!("spooling the ZIP from {name}"), e))?;
+                spool
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io("rewinding the spool", e))?;
+                container::open_seekable(spool, &name, len, member)
+            }
+        }
+    }
+
+    /// Read the whole input into memory (a webhook body).
+    pub fn read_all(self) -> Result<Vec<u8>> {
+        let name = self.name.clone();
+        let mut body = Vec::new();
+        let read = match self.open()? {
+            Raw::Seekable(mut r, _) => r.read_to_end(&mut body),
+            Raw::Stream(mut r) => r.read_to_end(&mut body),
+        };
+        read.map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+        Ok(body)
+    }
+}
