@@ -4,64 +4,28 @@
 //! it over PATH only after every row authenticated. On any failure, or on SIGINT/SIGTERM, the
 //! temporary file is removed and PATH keeps its previous content (or stays absent); so it is on
 //! SIGHUP and SIGQUIT, which also end a run (a dropped ssh session, Ctrl-\). Temporary
-//! files are registered here so the signal handler can remove them before the process exits.
+//! files are registered here so the signal handler (`cmd::signals`) can remove them before the
+//! process dies.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
 
 /// Temporary files to remove if a signal stops the process.
 static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Install the handler for the signals that stop a run (SIGHUP, SIGINT, SIGQUIT, SIGTERM): remove
-/// live temporary files, then exit 128 + the signal's number (129, 130, 131, 143).
-pub fn install_signal_cleanup() {
-    #[cfg(unix)]
-    {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-        // A signal ignored when the process started stays ignored: `nohup` ignores SIGHUP, and a
-        // shell starts background jobs with SIGINT and SIGQUIT ignored; a run meant to survive
-        // them must not be ended by them.
-        let caught = [SIGHUP, SIGINT, SIGQUIT, SIGTERM]
-            .into_iter()
-            .filter(|&s| !ignored_at_start(s));
-        let Ok(mut signals) = signal_hook::iterator::Signals::new(caught) else {
-            return;
-        };
-        std::thread::spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
-                for path in temps.iter() {
-                    let _ = fs::remove_file(path);
-                }
-                let exit = match signal {
-                    SIGTERM => Exit::Terminated,
-                    SIGHUP => Exit::HungUp,
-                    SIGQUIT => Exit::Quit,
-                    _ => Exit::Interrupted,
-                };
-                // Not eprintln!: it panics when stderr fails, and after SIGHUP the terminal is
-                // usually gone (EIO); a panic here would end this thread, not the process.
-                let _ = writeln!(io::stderr(), "error: {}", Error::Interrupted(exit));
-                // Exit while still holding the lock, so no rename can slip in after the cleanup.
-                std::process::exit(exit.code().into());
-            }
-        });
+/// Remove every live temporary file and return with the registry locked, so that no commit can
+/// rename one into place afterwards: for a process that is about to die of a signal. The caller
+/// MUST end the process while holding the guard.
+pub fn remove_temporaries_for_exit() -> MutexGuard<'static, Vec<PathBuf>> {
+    let temps = LIVE_TEMPS.lock().unwrap_or_else(|p| p.into_inner());
+    for path in temps.iter() {
+        let _ = fs::remove_file(path);
     }
-}
-
-/// Whether `signal`'s disposition is "ignore" (inherited through `exec`).
-#[cfg(unix)]
-fn ignored_at_start(signal: libc::c_int) -> bool {
-    // SAFETY: a null new action only reads the current one into `old`.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction == libc::SIG_IGN
-    }
+    temps
 }
 
 /// A file written beside its destination and renamed over it on `commit`.

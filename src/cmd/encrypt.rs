@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::cli::{EncryptArgs, Format};
-use crate::cmd::{credentials, Stderr};
+use crate::cmd::{credentials, finish, Stderr};
 use crate::engine::encrypt::{
     self as engine, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES,
 };
@@ -85,11 +85,14 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
         }
     };
     file.commit()?;
-    progress.finish(&format!(
-        "{name}: encrypted {} rows into {}",
-        summary.rows,
-        output.display()
-    ));
+    finish(
+        &progress,
+        &format!(
+            "{name}: encrypted {} rows into {}",
+            summary.rows,
+            output.display()
+        ),
+    );
     Ok(())
 }
 

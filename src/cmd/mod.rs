@@ -1,10 +1,15 @@
-//! One module per subcommand, each with a `run` function; shared argument resolution lives here.
+//! The commands: one module per subcommand, each with a `run` function, plus what they share
+//! (argument resolution in [`Reading`], credentials, signals, reporting).
+//!
+//! This is the only layer that prints to standard error or chooses an exit status: the library
+//! below it returns errors and hands warnings to a sink.
 
 pub mod completions;
 pub mod credentials;
 pub mod decrypt;
 pub mod encrypt;
 pub mod keygen;
+pub mod signals;
 pub mod verify;
 pub mod webhook;
 
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use std::io::Write;
 
-use crate::cli::ReadArgs;
+use crate::cli::{Cli, Command, ReadArgs};
 use crate::engine;
 use crate::engine::decrypt::{Options, Summary};
 use crate::engine::progress::Progress;
@@ -20,6 +25,43 @@ use crate::error::{Error, Exit, Result, RowError};
 use crate::format::record::RowOpener;
 use crate::source::{Input, Source};
 use crate::warning::{Warn, Warning};
+
+/// Run a parsed command line and report any error on standard error; returns the exit status.
+pub fn run(cli: Cli) -> Exit {
+    signals::install();
+    let result = match &cli.command {
+        Command::Decrypt(args) => decrypt::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Encrypt(args) => encrypt::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Webhook(sub) => webhook::run(sub),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => completions::man(args),
+    };
+    match result {
+        Ok(()) => Exit::Success,
+        // `| head` closed standard output: stop quietly (SPEC section 3).
+        Err(e) if e.is_broken_pipe() => Exit::Success,
+        // Each failed input was already reported; summarise only when there were several.
+        Err(Error::Inputs {
+            failed,
+            total,
+            exit,
+        }) => {
+            if total > 1 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: {failed} of {total} inputs failed"
+                );
+            }
+            exit
+        }
+        Err(e) => {
+            report(&e);
+            e.exit()
+        }
+    }
+}
 
 /// Everything resolved from [`ReadArgs`] that processing an input needs.
 pub struct Reading {
@@ -138,7 +180,7 @@ impl Reading {
                 });
             }
         }
-        progress.finish(&format!("{name}: {verb} {} rows", summary.rows));
+        finish(&progress, &format!("{name}: {verb} {} rows", summary.rows));
         Ok(summary)
     }
 }
@@ -157,6 +199,13 @@ impl Warn for Stderr<'_> {
             Some(progress) => progress.suspend(print),
             None => print(),
         }
+    }
+}
+
+/// Clear the progress bar and, when one was shown (on a terminal), print a one-line summary.
+pub fn finish(progress: &Progress, summary: &str) {
+    if let Some(took) = progress.finish() {
+        let _ = writeln!(std::io::stderr(), "{summary} in {:.2}s", took.as_secs_f64());
     }
 }
 

@@ -1,7 +1,8 @@
 //! The progress bar: on standard error, only when it is a terminal and `--quiet` is not given.
 //!
-//! It shows input bytes consumed of the total (when the total is known), rows, rate and ETA, and
-//! ends with a one-line summary. Scripts and cron jobs (stderr not a terminal) see nothing.
+//! It shows input bytes consumed of the total (when the total is known), rows, rate and ETA; when it
+//! ends, the caller prints a one-line summary. Scripts and cron jobs (stderr not a terminal) see
+//! nothing.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,13 +63,12 @@ impl Progress {
         }
     }
 
-    /// Clear the bar and, on a terminal, print a one-line summary.
-    pub fn finish(&self, summary: &str) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-            let secs = self.started.elapsed().as_secs_f64();
-            eprintln!("{summary} in {secs:.2}s");
-        }
+    /// Clear the bar. When one was shown, returns how long the work took, for a one-line summary
+    /// on the terminal (printed by the caller: this module only draws the bar).
+    pub fn finish(&self) -> Option<Duration> {
+        let bar = self.bar.as_ref()?;
+        bar.finish_and_clear();
+        Some(self.started.elapsed())
     }
 
     /// Run `f` (which prints to stderr) with the bar out of the way.

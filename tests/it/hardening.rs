@@ -453,7 +453,16 @@ fn sigterm_sigint_sighup_and_sigquit_during_output_leave_nothing() {
         (3, 131, "SIGQUIT"),
     ] {
         let (out, dir) = interrupted_run(signal);
-        assert_eq!(out.status.code(), Some(code), "{name}");
+        // The process dies of the signal itself (so a shell loop stops too), and a shell reports
+        // 128 + its number.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.code(), None, "{name}");
+            assert_eq!(out.status.signal(), Some(signal), "{name}");
+            assert!(!out.status.core_dumped(), "{name}");
+        }
+        assert_eq!(128 + signal, code, "{name}");
         assert_eq!(
             String::from_utf8(out.stderr).unwrap(),
             format!("error: interrupted by {name}; no output file was left behind\n")
@@ -468,6 +477,50 @@ fn sigterm_sigint_sighup_and_sigquit_during_output_leave_nothing() {
             b"previous\n"
         );
     }
+}
+
+/// What a shell reports for a run ended by SIGTERM: 143.
+#[cfg(unix)]
+#[test]
+fn a_shell_reports_143_for_a_run_ended_by_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    // The tool runs in the foreground of a shell, which then reports its status.
+    let mut child = StdCommand::new("sh")
+        .arg("-c")
+        .arg(r#""$0" decrypt - --customer-id "$1" --key-file "$2" -o "$3"; echo "status $?""#)
+        .arg(bin())
+        .arg(VEC_ID)
+        .arg(&key)
+        .arg(dir.path().join("out.ndjson"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    let started = Instant::now();
+    while entries(dir.path()).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no temporary file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The shell's child, from /proc (Linux).
+    let sh = child.id();
+    let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
+    let pid = children
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!pid.is_empty(), "the tool's process was not found");
+    unsafe_kill(pid.parse().unwrap(), 15);
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "status 143\n");
 }
 
 #[test]
