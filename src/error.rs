@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 /// Process exit statuses, documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +70,58 @@ pub enum Diagnosis {
     },
 }
 
+/// What is wrong with a webhook body whose signature verified (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyProblem {
+    /// The body is not JSON (the parser's message).
+    NotJson(String),
+    /// The body is JSON but not an object.
+    NotObject,
+    /// No `timestamp` field.
+    NoTimestamp,
+    /// `timestamp` is not a string (its JSON, shortened and quoted).
+    TimestampNotString(String),
+    /// `timestamp` is not an RFC 3339 date-time.
+    BadTimestamp {
+        /// The timestamp, shortened and quoted.
+        shown: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No `delivery_id` field.
+    NoDeliveryId,
+    /// `delivery_id` is empty, too long or holds control characters (shortened and quoted).
+    BadDeliveryId(String),
+    /// `delivery_id` is not a string (its JSON, shortened and quoted).
+    DeliveryIdNotString(String),
+    /// No whole number at `data.rows_processed`.
+    NoRowsProcessed,
+    /// A body read for its row count is not JSON (the parser's message).
+    Unparsable(String),
+}
+
+/// What is wrong with a line of `encrypt`'s plaintext input (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlainLineProblem {
+    /// The line is longer than the limit.
+    TooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The line is not one JSON document.
+    NotJson {
+        /// What the JSON check found.
+        detail: String,
+        /// The input starts like a ZIP or gzip file.
+        compressed: bool,
+    },
+}
+
 /// Every error the tool reports.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The command line is wrong (exit 2).
     Usage(String),
@@ -131,15 +182,100 @@ pub enum Error {
         /// (earlier row, later row) pairs, in row order.
         pairs: Vec<(u64, u64)>,
     },
-    /// A check failed or an input is unusable, said in a message of its own: a webhook signature
-    /// or timestamp (exit 3), a webhook body or an `encrypt` input line (exit 1).
-    Failed {
-        /// What failed.
-        message: String,
-        /// What to check next.
-        hint: Option<String>,
-        /// Exit status.
-        exit: Exit,
+    /// A key or secret file is a directory or too large to hold a key (exit 1).
+    SecretFile {
+        /// "key file" or "webhook secret file".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its size, when it is too large; `None` for a directory.
+        size: Option<u64>,
+    },
+    /// A webhook secret is not UTF-8 text, or is empty (exit 1).
+    BadSecret {
+        /// Where the secret came from (a file name or an environment variable).
+        source: String,
+        /// True when it is empty; false when it is not UTF-8.
+        empty: bool,
+    },
+    /// The operating system's random generator failed while `encrypt` drew nonces (exit 1).
+    Random(String),
+    /// A line of `encrypt`'s plaintext input is unusable (exit 1).
+    PlainLine {
+        /// The input as the user named it.
+        input: String,
+        /// Zero-based row index.
+        row: u64,
+        /// What is wrong.
+        problem: PlainLineProblem,
+    },
+    /// `encrypt`'s input holds more rows than one key may seal with random nonces (exit 1).
+    TooManyRows {
+        /// The input as the user named it.
+        input: String,
+        /// The most rows allowed.
+        limit: u64,
+    },
+    /// A ZIP member is compressed with a method the tool does not read (exit 1).
+    UnsupportedCompression {
+        /// The input as the user named it.
+        input: String,
+        /// The method's name.
+        method: String,
+        /// The method's number.
+        code: u16,
+    },
+    /// `--member` names no member of the ZIP (exit 1).
+    MemberNotFound {
+        /// The input as the user named it.
+        input: String,
+        /// The name asked for.
+        wanted: String,
+        /// The archive's members.
+        members: Vec<String>,
+    },
+    /// A ZIP holds several members and none is named `*.ndjson` (exit 1).
+    NoNdjsonMember {
+        /// The input as the user named it.
+        input: String,
+        /// The archive's members.
+        members: Vec<String>,
+    },
+    /// `--signature` is not `sha256=` and 64 hex digits (exit 3: it comes from the request).
+    MalformedSignature(String),
+    /// The signature matches the body under none of the secrets (exit 3).
+    SignatureMismatch {
+        /// The body as the user named it.
+        input: String,
+        /// Where each secret tried came from.
+        tried: Vec<String>,
+        /// The signature matches the body without its final newline.
+        newline_added: bool,
+    },
+    /// The webhook's timestamp is outside the tolerance (exit 3).
+    StaleTimestamp {
+        /// The body as the user named it.
+        input: String,
+        /// The timestamp, shortened and quoted.
+        shown: String,
+        /// Now minus the timestamp, in seconds (negative: in the future).
+        age: i128,
+        /// The tolerance in seconds.
+        tolerance: u64,
+    },
+    /// A verified webhook body is unusable (exit 1).
+    WebhookBody {
+        /// The body as the user named it.
+        input: String,
+        /// What is wrong with it.
+        problem: BodyProblem,
+    },
+    /// `--seen-file` already holds this delivery id (exit 4).
+    DuplicateDelivery {
+        /// The delivery id, shortened and quoted.
+        shown: String,
+        /// The seen-file.
+        seen_file: PathBuf,
     },
     /// Several inputs failed (`--output-dir`, `verify`): each was already reported.
     Inputs {
@@ -180,9 +316,12 @@ impl Error {
                 ..
             }
             | Error::RowCount { .. }
-            | Error::NonceReuse { .. } => Exit::Auth,
+            | Error::NonceReuse { .. }
+            | Error::MalformedSignature(_)
+            | Error::SignatureMismatch { .. }
+            | Error::StaleTimestamp { .. } => Exit::Auth,
+            Error::DuplicateDelivery { .. } => Exit::Duplicate,
             Error::RowsSkipped { exit, .. }
-            | Error::Failed { exit, .. }
             | Error::Inputs { exit, .. }
             | Error::Interrupted(exit) => *exit,
             _ => Exit::Failure,
@@ -263,7 +402,91 @@ impl Error {
                  encryption of those rows: do not trust this export, and report it to the vendor"
                     .into(),
             ),
-            Error::Failed { hint, .. } => hint.clone(),
+            Error::SecretFile { what, .. } if what.starts_with("key") => {
+                Error::Key(String::new()).hint()
+            }
+            Error::SecretFile { .. } => {
+                Some("--secret-file names a small text file holding the secret".into())
+            }
+            Error::BadSecret { empty: false, .. } => Some(
+                "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
+                 issued it"
+                    .into(),
+            ),
+            Error::BadSecret { empty: true, .. } => {
+                Some("an empty secret would let anyone sign webhooks; check the file".into())
+            }
+            Error::Random(_) => Some(
+                "encrypt needs the operating system's random generator for every row's nonce; \
+                 nothing was written"
+                    .into(),
+            ),
+            Error::PlainLine {
+                problem: PlainLineProblem::TooLong { .. },
+                ..
+            } => Some(
+                "encrypt reads NDJSON: one JSON document per line; is this file NDJSON?".into(),
+            ),
+            Error::PlainLine {
+                problem:
+                    PlainLineProblem::NotJson {
+                        compressed: true, ..
+                    },
+                ..
+            } => Some(
+                "this looks like a ZIP or gzip file; encrypt reads plain NDJSON (decompress it \
+                 first)"
+                    .into(),
+            ),
+            Error::PlainLine { .. } => Some(
+                "encrypt reads NDJSON: each non-blank line must be exactly one JSON document"
+                    .into(),
+            ),
+            Error::TooManyRows { .. } => Some(
+                "with random nonces one key may seal at most 2^32 rows (NIST SP 800-38D); split \
+                 the input and use a new key for each part"
+                    .into(),
+            ),
+            Error::UnsupportedCompression { .. } => Some(
+                "use the export as downloaded, or re-pack it with deflate (zip -Z deflate)".into(),
+            ),
+            Error::MemberNotFound { .. } => {
+                Some("give --member one of the names listed, exactly".into())
+            }
+            Error::NoNdjsonMember { .. } => Some("choose one with --member NAME".into()),
+            Error::MalformedSignature(_) => {
+                Some("pass the X-CipherStream-Signature header's value exactly as received".into())
+            }
+            Error::SignatureMismatch {
+                newline_added: true,
+                ..
+            } => Some(
+                "the signature matches the body WITHOUT its final newline: the newline was added \
+                 after the body was received (echo, an editor); pass the raw body byte for byte"
+                    .into(),
+            ),
+            Error::SignatureMismatch { .. } => Some(
+                "check that BODY is the exact raw request body (not re-serialized, re-encoded or \
+                 with an added newline) and that the secret is current; during a secret rotation \
+                 give both secrets with --secret-file"
+                    .into(),
+            ),
+            Error::StaleTimestamp { age, .. } if *age > 0 => Some(
+                "a delayed or replayed delivery; to process a saved payload use \
+                 --no-timestamp-check, and check this machine's clock"
+                    .into(),
+            ),
+            Error::StaleTimestamp { .. } => Some(
+                "check this machine's clock (and the sender's); a large --tolerance weakens \
+                 replay protection"
+                    .into(),
+            ),
+            Error::WebhookBody { problem, .. } => problem.hint().map(str::to_owned),
+            Error::DuplicateDelivery { .. } => Some(
+                "the vendor retries deliveries, so this one was already verified and handed on; \
+                 nothing was printed"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -320,7 +543,109 @@ impl fmt::Display for Error {
                     shown.join(", ")
                 )
             }
-            Error::Failed { message, .. } => f.write_str(message),
+            Error::SecretFile {
+                what,
+                path,
+                size: None,
+            } => write!(f, "{what} {} is a directory", path.display()),
+            Error::SecretFile {
+                what,
+                path,
+                size: Some(size),
+            } => write!(
+                f,
+                "{what} {} is {size} bytes: too large to hold a secret",
+                path.display()
+            ),
+            Error::BadSecret {
+                source,
+                empty: false,
+            } => write!(f, "{source} is not UTF-8 text"),
+            Error::BadSecret {
+                source,
+                empty: true,
+            } => write!(f, "{source} is empty: expected a webhook secret"),
+            Error::Random(why) => {
+                write!(f, "the operating system's random generator failed: {why}")
+            }
+            Error::PlainLine {
+                input,
+                row,
+                problem,
+            } => match problem {
+                PlainLineProblem::TooLong { limit } => write!(
+                    f,
+                    "{input}: row {row}: line is longer than the limit of {limit} bytes"
+                ),
+                PlainLineProblem::NotJson { detail, .. } => {
+                    write!(f, "{input}: row {row}: not a JSON document: {detail}")
+                }
+            },
+            Error::TooManyRows { input, limit } => write!(f, "{input}: more than {limit} rows"),
+            Error::UnsupportedCompression {
+                input,
+                method,
+                code,
+            } => write!(
+                f,
+                "{input}: the ZIP member is compressed with {method} (method {code}), which \
+                 cipherstream does not read (the vendor's exports are deflated or stored)"
+            ),
+            Error::MemberNotFound {
+                input,
+                wanted,
+                members,
+            } => write!(
+                f,
+                "{input}: the ZIP has no member named {wanted:?}; its members are: {}",
+                members.join(", ")
+            ),
+            Error::NoNdjsonMember { input, members } => write!(
+                f,
+                "{input}: the ZIP holds several members and none ends in .ndjson: {}",
+                members.join(", ")
+            ),
+            Error::MalformedSignature(why) => write!(
+                f,
+                "--signature is malformed: {why}; expected sha256= followed by 64 hex digits"
+            ),
+            Error::SignatureMismatch { input, tried, .. } => {
+                let tried = match tried.len() {
+                    1 => format!("tried 1 secret: {}", tried[0]),
+                    n => format!("tried {n} secrets: {}", tried.join(", ")),
+                };
+                write!(
+                    f,
+                    "{input}: webhook signature does not match the body ({tried})"
+                )
+            }
+            Error::StaleTimestamp {
+                input,
+                shown,
+                age,
+                tolerance,
+            } if *age > 0 => write!(
+                f,
+                "{input}: webhook timestamp {shown} is too old: {age} seconds before now \
+                 (tolerance {tolerance} seconds)"
+            ),
+            Error::StaleTimestamp {
+                input,
+                shown,
+                age,
+                tolerance,
+            } => write!(
+                f,
+                "{input}: webhook timestamp {shown} is in the future by {} seconds (tolerance \
+                 {tolerance} seconds)",
+                -age
+            ),
+            Error::WebhookBody { input, problem } => write!(f, "{input}: {problem}"),
+            Error::DuplicateDelivery { shown, seen_file } => write!(
+                f,
+                "duplicate delivery: delivery_id {shown} is already recorded in {}",
+                seen_file.display()
+            ),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
             Error::Interrupted(exit) => write!(
                 f,
@@ -341,6 +666,67 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+impl BodyProblem {
+    /// What to check next.
+    pub fn hint(&self) -> Option<&'static str> {
+        const NO_TIMESTAMP: &str = "replay protection needs the body's RFC 3339 timestamp; \
+                                    --no-timestamp-check skips it, for replaying a saved payload \
+                                    only";
+        const DELIVERY_ID: &str =
+            "--seen-file needs the delivery_id of a CipherStream webhook to recognize retries";
+        Some(match self {
+            BodyProblem::NotJson(_) => {
+                "BODY must be the request body alone, not the whole HTTP request or a file that \
+                 wraps it"
+            }
+            BodyProblem::NotObject => {
+                "a CipherStream webhook body is a JSON object with event, timestamp and data"
+            }
+            BodyProblem::NoTimestamp | BodyProblem::TimestampNotString(_) => NO_TIMESTAMP,
+            BodyProblem::BadTimestamp { .. } => "expected a date-time such as 2024-09-26T10:02:15Z",
+            BodyProblem::NoDeliveryId
+            | BodyProblem::BadDeliveryId(_)
+            | BodyProblem::DeliveryIdNotString(_) => DELIVERY_ID,
+            BodyProblem::NoRowsProcessed => "pass the body of a job.completed webhook",
+            BodyProblem::Unparsable(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for BodyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyProblem::NotJson(e) => {
+                write!(f, "the signature verified, but the body is not JSON: {e}")
+            }
+            BodyProblem::NotObject => {
+                f.write_str("the signature verified, but the body is not a JSON object")
+            }
+            BodyProblem::NoTimestamp => f.write_str("the webhook body has no \"timestamp\" field"),
+            BodyProblem::TimestampNotString(shown) => {
+                write!(f, "the webhook body's timestamp is not a string: {shown}")
+            }
+            BodyProblem::BadTimestamp { shown, why } => write!(
+                f,
+                "the webhook body's timestamp {shown} is not an RFC 3339 date-time: {why}"
+            ),
+            BodyProblem::NoDeliveryId => {
+                f.write_str("the webhook body has no \"delivery_id\" field")
+            }
+            BodyProblem::BadDeliveryId(shown) => write!(
+                f,
+                "the webhook body's delivery_id {shown} is empty, longer than 1024 bytes or \
+                 holds control characters"
+            ),
+            BodyProblem::DeliveryIdNotString(shown) => {
+                write!(f, "the webhook body's delivery_id is not a string: {shown}")
+            }
+            BodyProblem::NoRowsProcessed => f.write_str("no whole number at data.rows_processed"),
+            BodyProblem::Unparsable(e) => write!(f, "not a JSON webhook body ({e})"),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
 use crate::format::key::{Key, KeySource};
 use crate::warning::{Warn, Warning};
 use crate::webhook::{Secret, ENV_SECRET};
@@ -111,16 +111,7 @@ pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
 /// Read one webhook secret file.
 fn secret_file(path: &Path, warn: &dyn Warn) -> Result<Secret> {
     let what = "webhook secret file";
-    let text = read_secret_file(path, what, warn).map_err(|e| match e {
-        // `read_secret_file` reports a directory or an oversized file as a key error, whose
-        // hint is about base64 AES keys; say it in webhook terms instead.
-        Error::Key(message) => Error::Failed {
-            message,
-            hint: Some("--secret-file names a small text file holding the secret".into()),
-            exit: Exit::Failure,
-        },
-        other => other,
-    })?;
+    let text = read_secret_file(path, what, warn)?;
     Secret::from_text(&text, format!("{what} {}", path.display()))
 }
 
@@ -137,14 +128,12 @@ fn read_secret_file(
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot read {what} {shown}"), e))?;
-    if meta.is_dir() {
-        return Err(Error::Key(format!("{what} {shown} is a directory")));
-    }
-    if meta.len() > MAX_SECRET_FILE_BYTES {
-        return Err(Error::Key(format!(
-            "{what} {shown} is {} bytes: too large to hold a secret",
-            meta.len()
-        )));
+    if meta.is_dir() || meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(Error::SecretFile {
+            what,
+            path: path.to_path_buf(),
+            size: (!meta.is_dir()).then_some(meta.len()),
+        });
     }
     #[cfg(unix)]
     {

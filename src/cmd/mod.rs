@@ -95,7 +95,11 @@ impl Reading {
         }
         let expect_rows = match (&args.expect_rows, &args.expect_rows_from) {
             (Some(n), _) => Some(*n),
-            (None, Some(path)) => Some(crate::webhook::rows_processed(path)?),
+            (None, Some(path)) => {
+                let body = Input::from(path.clone());
+                let text = Source::new(&body).read_all()?;
+                Some(crate::webhook::rows_processed(&body.name(), &text)?)
+            }
             (None, None) => None,
         };
         if expect_rows.is_some() && args.inputs.len() > 1 {

@@ -28,7 +28,7 @@ use zip::ZipWriter;
 
 use crate::cli::Format;
 use crate::engine::progress::Progress;
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, PlainLineProblem, Result};
 use crate::format::aead::Cipher;
 use crate::format::container::Counting;
 use crate::format::key::Key;
@@ -82,15 +82,6 @@ pub struct Summary {
     pub rows: u64,
     /// Blank input lines skipped.
     pub blank_lines: u64,
-}
-
-/// An error about the plaintext input or the nonce source, with a hint (exit 1).
-fn failure(message: String, hint: &str) -> Error {
-    Error::Failed {
-        message,
-        hint: Some(hint.to_owned()),
-        exit: Exit::Failure,
-    }
 }
 
 /// Check a `key_id` before it is written into JSON unescaped: it MUST NOT hold `"`, `\` or control
@@ -165,13 +156,7 @@ impl NonceSource {
     /// The next unused nonce, refilling the batch from the operating system when it is used up.
     pub fn take(&mut self) -> Result<[u8; NONCE_LEN]> {
         if self.next == self.buf.len() {
-            getrandom::fill(&mut self.buf).map_err(|e| {
-                failure(
-                    format!("the operating system's random generator failed: {e}"),
-                    "encrypt needs the operating system's random generator for every row's nonce; \
-                     nothing was written",
-                )
-            })?;
+            getrandom::fill(&mut self.buf).map_err(|e| Error::Random(e.to_string()))?;
             self.next = 0;
         }
         let nonce: [u8; NONCE_LEN] = self.buf[self.next..self.next + NONCE_LEN]
@@ -549,13 +534,13 @@ fn seal_all<R: Read, W: Write>(
             Ok(Next::Line(line)) => line,
             Ok(Next::End) => break,
             Ok(Next::TooLong) => {
-                return Err(failure(
-                    format!(
-                        "{name}: row {row}: line is longer than the limit of {} bytes",
-                        opts.max_line_bytes
-                    ),
-                    "encrypt reads NDJSON: one JSON document per line; is this file NDJSON?",
-                ))
+                return Err(Error::PlainLine {
+                    input: name.to_owned(),
+                    row,
+                    problem: PlainLineProblem::TooLong {
+                        limit: opts.max_line_bytes,
+                    },
+                })
             }
             Err(e) => return Err(Error::io(format!("reading {name}"), e)),
         };
@@ -572,11 +557,10 @@ fn seal_all<R: Read, W: Write>(
             return Err(not_json(name, row, line, &detail));
         }
         if row >= MAX_ROWS {
-            return Err(failure(
-                format!("{name}: more than {MAX_ROWS} rows"),
-                "with random nonces one key may seal at most 2^32 rows (NIST SP 800-38D); \
-                 split the input and use a new key for each part",
-            ));
+            return Err(Error::TooManyRows {
+                input: name.to_owned(),
+                limit: MAX_ROWS,
+            });
         }
         sealer.seal_line(row, line, &mut batch)?;
         summary.rows += 1;
@@ -594,22 +578,23 @@ fn seal_all<R: Read, W: Write>(
     Ok(summary)
 }
 
-/// The error for a line that is not a JSON document, with a hint for the likely mistakes.
+/// The error for a line that is not a JSON document; its hint tells a compressed file apart.
 fn not_json(name: &str, row: u64, line: &[u8], detail: &str) -> Error {
-    let hint = if row == 0 && (line.starts_with(b"PK\x03\x04") || line.starts_with(&[0x1f, 0x8b])) {
-        "this looks like a ZIP or gzip file; encrypt reads plain NDJSON (decompress it first)"
-    } else {
-        "encrypt reads NDJSON: each non-blank line must be exactly one JSON document"
-    };
-    failure(
-        format!("{name}: row {row}: not a JSON document: {detail}"),
-        hint,
-    )
+    Error::PlainLine {
+        input: name.to_owned(),
+        row,
+        problem: PlainLineProblem::NotJson {
+            detail: detail.to_owned(),
+            compressed: row == 0
+                && (line.starts_with(b"PK\x03\x04") || line.starts_with(&[0x1f, 0x8b])),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     /// A reader that returns at most `step` bytes per call.
     struct Trickle<'a> {

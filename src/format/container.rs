@@ -11,7 +11,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,16 +373,10 @@ fn open_zip<R: Read + Seek + Send + 'static>(
         // Not damage: a ZIP made by another tool (bzip2, LZMA, zstd). Say so.
         #[allow(deprecated)] // to_u16: the method's number, for its name
         let code = method.to_u16();
-        return Err(Error::Failed {
-            message: format!(
-                "{name}: the ZIP member is compressed with {} (method {code}), which \
-                 cipherstream does not read (the vendor's exports are deflated or stored)",
-                zip::CompressionMethod::name_from_u16(code)
-            ),
-            hint: Some(
-                "use the export as downloaded, or re-pack it with deflate (zip -Z deflate)".into(),
-            ),
-            exit: Exit::Failure,
+        return Err(Error::UnsupportedCompression {
+            input: name.to_owned(),
+            method: zip::CompressionMethod::name_from_u16(code).to_owned(),
+            code,
         });
     }
     let mut file = archive.into_inner();
@@ -562,25 +556,16 @@ impl<R: Read> Read for ExactSize<R> {
 
 /// Apply SPEC's member rules to the (index, name) list of non-directory entries.
 fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -> Result<usize> {
-    let listing = || {
-        names
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let listing = || names.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
     if let Some(wanted) = wanted {
         return names
             .iter()
             .find(|(_, n)| n == wanted)
             .map(|(i, _)| *i)
-            .ok_or_else(|| Error::Failed {
-                message: format!(
-                    "{input}: the ZIP has no member named {wanted:?}; its members are: {}",
-                    listing()
-                ),
-                hint: Some("give --member one of the names listed, exactly".into()),
-                exit: Exit::Failure,
+            .ok_or_else(|| Error::MemberNotFound {
+                input: input.to_owned(),
+                wanted: wanted.to_owned(),
+                members: listing(),
             });
     }
     match names {
@@ -593,13 +578,9 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
                 .collect();
             match candidates.as_slice() {
                 [(i, _)] => Ok(*i),
-                [] => Err(Error::Failed {
-                    message: format!(
-                        "{input}: the ZIP holds several members and none ends in .ndjson: {}",
-                        listing()
-                    ),
-                    hint: Some("choose one with --member NAME".into()),
-                    exit: Exit::Failure,
+                [] => Err(Error::NoNdjsonMember {
+                    input: input.to_owned(),
+                    members: listing(),
                 }),
                 many => Err(Error::AmbiguousArchive {
                     input: input.to_owned(),
@@ -629,6 +610,7 @@ pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     #[test]
     fn detects_by_magic() {

@@ -4,9 +4,7 @@
 //! [`verify`] is the only way to obtain a parsed body, so no caller can parse or re-serialize the
 //! JSON before the signature verified (SPEC section 2).
 
-use std::path::Path;
-
-use crate::error::{Error, Exit, Result};
+use crate::error::{BodyProblem, Error, Result};
 use crate::text::shorten;
 use crate::time::parse_rfc3339;
 use crate::webhook::signature::{verify_signature, Secret, Signature};
@@ -46,19 +44,12 @@ impl Verified {
     /// characters (it is stored one per line in a seen-file). Missing or unusable is an error
     /// (exit 1).
     pub fn delivery_id(&self) -> Result<&str> {
-        let input = &self.input;
-        let unusable = |why: String| Error::Failed {
-            message: format!("{input}: {why}"),
-            hint: Some(
-                "--seen-file needs the delivery_id of a CipherStream webhook to recognize retries"
-                    .into(),
-            ),
-            exit: Exit::Failure,
+        let unusable = |problem| Error::WebhookBody {
+            input: self.input.clone(),
+            problem,
         };
         match self.json.get("delivery_id") {
-            None => Err(unusable(
-                "the webhook body has no \"delivery_id\" field".into(),
-            )),
+            None => Err(unusable(BodyProblem::NoDeliveryId)),
             Some(serde_json::Value::String(id))
                 if !id.is_empty()
                     && id.len() <= MAX_DELIVERY_ID_BYTES
@@ -66,15 +57,12 @@ impl Verified {
             {
                 Ok(id)
             }
-            Some(serde_json::Value::String(id)) => Err(unusable(format!(
-                "the webhook body's delivery_id {} is empty, longer than {MAX_DELIVERY_ID_BYTES} \
-                 bytes or holds control characters",
-                shorten(id)
-            ))),
-            Some(other) => Err(unusable(format!(
-                "the webhook body's delivery_id is not a string: {}",
-                shorten(&other.to_string())
-            ))),
+            Some(serde_json::Value::String(id)) => {
+                Err(unusable(BodyProblem::BadDeliveryId(shorten(id))))
+            }
+            Some(other) => Err(unusable(BodyProblem::DeliveryIdNotString(shorten(
+                &other.to_string(),
+            )))),
         }
     }
 }
@@ -93,53 +81,30 @@ pub fn verify(
 ) -> Result<Verified> {
     let secret_index = verify_signature(input, body, signature, secrets)?;
     // SPEC section 2: never parse before verifying. The bytes are authentic from here on.
-    let unusable = |message: String, hint: &str| Error::Failed {
-        message: format!("{input}: {message}"),
-        hint: Some(hint.to_owned()),
-        exit: Exit::Failure,
+    let unusable = |problem| Error::WebhookBody {
+        input: input.to_owned(),
+        problem,
     };
-    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        unusable(
-            format!("the signature verified, but the body is not JSON: {e}"),
-            "BODY must be the request body alone, not the whole HTTP request or a file that \
-             wraps it",
-        )
-    })?;
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| unusable(BodyProblem::NotJson(e.to_string())))?;
     if !json.is_object() {
-        return Err(unusable(
-            "the signature verified, but the body is not a JSON object".into(),
-            "a CipherStream webhook body is a JSON object with event, timestamp and data",
-        ));
+        return Err(unusable(BodyProblem::NotObject));
     }
     if let TimestampCheck::Within { tolerance, now } = check {
-        let no_timestamp_hint = "replay protection needs the body's RFC 3339 timestamp; \
-                                 --no-timestamp-check skips it, for replaying a saved payload only";
         let text = match json.get("timestamp") {
-            None => {
-                return Err(unusable(
-                    "the webhook body has no \"timestamp\" field".into(),
-                    no_timestamp_hint,
-                ))
-            }
+            None => return Err(unusable(BodyProblem::NoTimestamp)),
             Some(serde_json::Value::String(text)) => text,
             Some(other) => {
-                return Err(unusable(
-                    format!(
-                        "the webhook body's timestamp is not a string: {}",
-                        shorten(&other.to_string())
-                    ),
-                    no_timestamp_hint,
-                ))
+                return Err(unusable(BodyProblem::TimestampNotString(shorten(
+                    &other.to_string(),
+                ))))
             }
         };
         let sent = parse_rfc3339(text).map_err(|why| {
-            unusable(
-                format!(
-                    "the webhook body's timestamp {} is not an RFC 3339 date-time: {why}",
-                    shorten(text)
-                ),
-                "expected a date-time such as 2024-09-26T10:02:15Z",
-            )
+            unusable(BodyProblem::BadTimestamp {
+                shown: shorten(text),
+                why,
+            })
         })?;
         check_timestamp(input, text, sent, now, tolerance)?;
     }
@@ -164,56 +129,32 @@ pub fn check_timestamp(
     if age.unsigned_abs() <= u128::from(tolerance) {
         return Ok(());
     }
-    let (message, hint) = if age > 0 {
-        (
-            format!(
-                "{input}: webhook timestamp {} is too old: {age} seconds before now (tolerance \
-                 {tolerance} seconds)",
-                shorten(shown)
-            ),
-            "a delayed or replayed delivery; to process a saved payload use --no-timestamp-check, \
-             and check this machine's clock",
-        )
-    } else {
-        (
-            format!(
-                "{input}: webhook timestamp {} is in the future by {} seconds (tolerance \
-                 {tolerance} seconds)",
-                shorten(shown),
-                -age
-            ),
-            "check this machine's clock (and the sender's); a large --tolerance weakens replay \
-             protection",
-        )
-    };
-    Err(Error::Failed {
-        message,
-        hint: Some(hint.into()),
-        exit: Exit::Auth,
+    Err(Error::StaleTimestamp {
+        input: input.to_owned(),
+        shown: shorten(shown),
+        age,
+        tolerance,
     })
 }
 
-/// Read `data.rows_processed` from a (verified) webhook body, for `--expect-rows-from`.
-pub fn rows_processed(path: &Path) -> Result<u64> {
-    let text =
-        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Failed {
-        message: format!("{}: not a JSON webhook body ({e})", path.display()),
-        hint: None,
-        exit: Exit::Failure,
-    })?;
+/// Read `data.rows_processed` from a (verified) webhook body, for `--expect-rows-from`. `input`
+/// names the body in messages.
+pub fn rows_processed(input: &str, body: &[u8]) -> Result<u64> {
+    let unusable = |problem| Error::WebhookBody {
+        input: input.to_owned(),
+        problem,
+    };
+    let body: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| unusable(BodyProblem::Unparsable(e.to_string())))?;
     body.pointer("/data/rows_processed")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| Error::Failed {
-            message: format!("{}: no whole number at data.rows_processed", path.display()),
-            hint: Some("pass the body of a job.completed webhook".into()),
-            exit: Exit::Failure,
-        })
+        .ok_or_else(|| unusable(BodyProblem::NoRowsProcessed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     fn secret(text: &str) -> Secret {
         Secret::from_text(text.as_bytes(), "test secret").unwrap()

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
 use crate::text::shorten;
 
 /// Record `delivery_id` in the seen-file at `path` (one id per line, appended), or fail with exit 4
@@ -31,17 +31,9 @@ pub fn record_delivery(path: &Path, delivery_id: &str) -> Result<()> {
         .split(|&b| b == b'\n')
         .any(|line| line.strip_suffix(b"\r").unwrap_or(line) == delivery_id.as_bytes());
     if already {
-        return Err(Error::Failed {
-            message: format!(
-                "duplicate delivery: delivery_id {} is already recorded in {shown}",
-                shorten(delivery_id)
-            ),
-            hint: Some(
-                "the vendor retries deliveries, so this one was already verified and handed on; \
-                 nothing was printed"
-                    .into(),
-            ),
-            exit: Exit::Duplicate,
+        return Err(Error::DuplicateDelivery {
+            shown: shorten(delivery_id),
+            seen_file: path.to_path_buf(),
         });
     }
     let mut line = Vec::with_capacity(delivery_id.len() + 2);
@@ -81,6 +73,7 @@ fn lock_exclusive(_: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     #[test]
     fn seen_file_records_once_and_survives_a_cut_line() {

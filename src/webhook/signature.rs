@@ -11,7 +11,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
 use crate::text::shorten;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -38,21 +38,17 @@ impl Secret {
     /// secret, or text that is not UTF-8, is an error (exit 1).
     pub fn from_text(text: &[u8], source: impl Into<String>) -> Result<Secret> {
         let source = source.into();
-        let text = std::str::from_utf8(text).map_err(|_| Error::Failed {
-            message: format!("{source} is not UTF-8 text"),
-            hint: Some(
-                "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
-                 issued it"
-                    .into(),
-            ),
-            exit: Exit::Failure,
-        })?;
+        let Ok(text) = std::str::from_utf8(text) else {
+            return Err(Error::BadSecret {
+                source,
+                empty: false,
+            });
+        };
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err(Error::Failed {
-                message: format!("{source} is empty: expected a webhook secret"),
-                hint: Some("an empty secret would let anyone sign webhooks; check the file".into()),
-                exit: Exit::Failure,
+            return Err(Error::BadSecret {
+                source,
+                empty: true,
             });
         }
         Ok(Secret {
@@ -134,13 +130,7 @@ impl Signature {
 }
 
 fn malformed_signature(why: String) -> Error {
-    Error::Failed {
-        message: format!(
-            "--signature is malformed: {why}; expected sha256= followed by 64 hex digits"
-        ),
-        hint: Some("pass the X-CipherStream-Signature header's value exactly as received".into()),
-        exit: Exit::Auth,
-    }
+    Error::MalformedSignature(why)
 }
 
 /// Compare two byte strings in time that depends only on their lengths, never on where they
@@ -162,31 +152,16 @@ pub fn verify_signature(
     if let Some(index) = matching_secret(body, signature, secrets) {
         return Ok(index);
     }
-    let sources: Vec<&str> = secrets.iter().map(Secret::source).collect();
-    let tried = match secrets.len() {
-        1 => format!("tried 1 secret: {}", sources[0]),
-        n => format!("tried {n} secrets: {}", sources.join(", ")),
-    };
     // A body saved with `echo` or an editor gains a final newline the sender never signed. Saying
     // so reveals nothing: whoever holds the body can add or remove a newline.
     let without_newline = body
         .strip_suffix(b"\n")
         .map(|b| b.strip_suffix(b"\r").unwrap_or(b));
-    let hint = if without_newline.is_some_and(|b| matching_secret(b, signature, secrets).is_some())
-    {
-        "the signature matches the body WITHOUT its final newline: the newline was added after \
-         the body was received (echo, an editor); pass the raw body byte for byte"
-            .to_owned()
-    } else {
-        "check that BODY is the exact raw request body (not re-serialized, re-encoded or with an \
-         added newline) and that the secret is current; during a secret rotation give both \
-         secrets with --secret-file"
-            .to_owned()
-    };
-    Err(Error::Failed {
-        message: format!("{input}: webhook signature does not match the body ({tried})"),
-        hint: Some(hint),
-        exit: Exit::Auth,
+    Err(Error::SignatureMismatch {
+        input: input.to_owned(),
+        tried: secrets.iter().map(|s| s.source().to_owned()).collect(),
+        newline_added: without_newline
+            .is_some_and(|b| matching_secret(b, signature, secrets).is_some()),
     })
 }
 
@@ -223,6 +198,7 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Exit;
 
     fn secret(text: &str) -> Secret {
         Secret::from_text(text.as_bytes(), "test secret").unwrap()
