@@ -11,10 +11,12 @@ use std::path::Path;
 use crate::cli::{EncryptArgs, Format};
 use crate::cmd::{credentials, finish, Stderr};
 use crate::engine::encrypt::{
-    self as engine, check_job_id, check_key_id, default_job_id, Options, MAX_LINE_BYTES,
+    self as engine, check_job_id, default_job_id, Options, MAX_LINE_BYTES,
 };
 use crate::engine::progress::Progress;
 use crate::error::{Error, Result};
+use crate::format::container::Kind;
+use crate::format::seal::check_key_id;
 use crate::sink::AtomicFile;
 use crate::source::{Raw, Source};
 use crate::warning::{Warn, Warning};
@@ -69,7 +71,11 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
     let opts = Options {
         customer_id,
         key_id,
-        format: args.format,
+        format: match args.format {
+            Format::Zip => Kind::Zip,
+            Format::Gzip => Kind::Gzip,
+            Format::Ndjson => Kind::Plain,
+        },
         job_id,
         max_line_bytes: MAX_LINE_BYTES,
         input_len,

@@ -8,10 +8,7 @@
 //! `\r\n` ends a line like `\n`, and blank lines are skipped without taking an index. So what
 //! `encrypt` writes, `decrypt` and the vendor's own sample code read back row for row.
 //!
-//! Every nonce comes from the operating system's generator. They are drawn [`NONCE_BATCH`] at a
-//! time (one `getrandom` call per batch rather than one per row, which costs a system call per row)
-//! and each one is used for exactly one row: a repeated nonce under one key is the catastrophic
-//! failure of GCM (SPEC section 1).
+//! Rows are sealed by [`crate::format::seal::Sealer`], each under a fresh nonce.
 //!
 //! Memory is bounded whatever the input's size: lines are read into one reusable buffer of at most
 //! [`MAX_LINE_BYTES`] plus a line ending, and sealed lines leave in batches of [`BATCH_BYTES`].
@@ -26,27 +23,17 @@ use zeroize::Zeroizing;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::ZipWriter;
 
-use crate::cli::Format;
 use crate::engine::progress::Progress;
 use crate::error::{Error, PlainLineProblem, Result};
-use crate::format::aead::Cipher;
-use crate::format::container::Counting;
+use crate::format::container::{Counting, Kind};
 use crate::format::key::Key;
-use crate::format::record::{seal_line, RowOpener, NONCE_LEN, TAG_LEN, UTF8_BOM};
+use crate::format::record::UTF8_BOM;
+use crate::format::seal::{Sealer, MAX_ROWS};
 
 /// Longest input line accepted, in bytes (without its line ending).
 pub const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
-/// Nonces drawn from the operating system per `getrandom` call.
-pub const NONCE_BATCH: usize = 4096;
 /// Sealed output is handed to the container in batches of about this many bytes.
 pub const BATCH_BYTES: usize = 256 * 1024;
-/// Rows per export at most: NIST SP 800-38D (section 8.3) allows 2^32 messages under one key with
-/// random 96-bit nonces. The bound is per key, across exports; one export must at least stay
-/// inside it.
-pub const MAX_ROWS: u64 = 1 << 32;
-
-/// The sealing scratch buffer keeps at most this much capacity between rows.
-const SCRATCH_KEEP: usize = 1024 * 1024;
 /// Bytes read from the input per `read` call (the line buffer grows only for longer lines).
 const READ_BUFFER: usize = 256 * 1024;
 /// Deflate level for ZIP and gzip. The payload is base64 of ciphertext: LZ77 finds almost nothing
@@ -64,7 +51,7 @@ pub struct Options {
     /// `key_id` written into every row. MUST NOT need JSON escaping (see [`check_key_id`]).
     pub key_id: String,
     /// Container to write.
-    pub format: Format,
+    pub format: Kind,
     /// The ZIP member is `<job_id>.ndjson` (see [`check_job_id`]).
     pub job_id: String,
     /// Longest input line accepted, in bytes.
@@ -82,25 +69,6 @@ pub struct Summary {
     pub rows: u64,
     /// Blank input lines skipped.
     pub blank_lines: u64,
-}
-
-/// Check a `key_id` before it is written into JSON unescaped: it MUST NOT hold `"`, `\` or control
-/// characters. Returns a usage error saying which character is wrong.
-pub fn check_key_id(key_id: &str) -> Result<()> {
-    match key_id
-        .chars()
-        .find(|&c| c == '"' || c == '\\' || c.is_control())
-    {
-        None => Ok(()),
-        Some(c) => Err(Error::Usage(format!(
-            "--key-id must not contain {}: it is written into each line's JSON string unescaped",
-            match c {
-                '"' => "a double quote".to_owned(),
-                '\\' => "a backslash".to_owned(),
-                c => format!("control characters (found U+{:04X})", c as u32),
-            }
-        ))),
-    }
 }
 
 /// Check a job id: it names the ZIP member `<job_id>.ndjson`, so it MUST be a non-empty plain file
@@ -136,92 +104,6 @@ pub fn needs_zip64(input_len: Option<u64>, key_id_len: usize) -> bool {
     match input_len {
         None => true,
         Some(n) => n.saturating_mul(64 + key_id_len as u64) >= 0xF000_0000,
-    }
-}
-
-/// Fresh nonces from the operating system, drawn [`NONCE_BATCH`] at a time; each is handed out once.
-pub struct NonceSource {
-    buf: Box<[u8]>,
-    next: usize,
-}
-
-impl NonceSource {
-    /// An empty source; the first [`NonceSource::take`] fills it.
-    pub fn new() -> NonceSource {
-        let buf = vec![0u8; NONCE_BATCH * NONCE_LEN].into_boxed_slice();
-        let next = buf.len();
-        NonceSource { buf, next }
-    }
-
-    /// The next unused nonce, refilling the batch from the operating system when it is used up.
-    pub fn take(&mut self) -> Result<[u8; NONCE_LEN]> {
-        if self.next == self.buf.len() {
-            getrandom::fill(&mut self.buf).map_err(|e| Error::Random(e.to_string()))?;
-            self.next = 0;
-        }
-        let nonce: [u8; NONCE_LEN] = self.buf[self.next..self.next + NONCE_LEN]
-            .try_into()
-            .expect("NONCE_LEN bytes");
-        // Overwrite the handed-out nonce so that a bug in the refill logic could only ever yield
-        // all-zero nonces, which the tests catch, never a silent repeat of a random one.
-        self.buf[self.next..self.next + NONCE_LEN].fill(0);
-        self.next += NONCE_LEN;
-        Ok(nonce)
-    }
-}
-
-impl Default for NonceSource {
-    fn default() -> Self {
-        NonceSource::new()
-    }
-}
-
-/// Seals rows for one key, customer id and key id into vendor-format lines.
-pub struct Sealer {
-    cipher: Cipher,
-    aad: RowOpener,
-    nonces: NonceSource,
-    key_id: String,
-    scratch: Zeroizing<Vec<u8>>,
-}
-
-impl Sealer {
-    /// A sealer writing `key_id` (checked with [`check_key_id`]) into every line.
-    pub fn new(key: &Key, customer_id: &str, key_id: &str) -> Result<Sealer> {
-        check_key_id(key_id)?;
-        Ok(Sealer {
-            cipher: key.cipher(),
-            aad: RowOpener::new(key.cipher(), customer_id),
-            nonces: NonceSource::new(),
-            key_id: key_id.to_owned(),
-            scratch: Zeroizing::new(Vec::new()),
-        })
-    }
-
-    /// Append the line `{"encrypted_data":"<key_id>:<iv_b64>:<blob_b64>"}\n` sealing `plaintext`
-    /// as row `row` to `out`, under a fresh nonce.
-    pub fn seal_line(&mut self, row: u64, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let nonce = self.nonces.take()?;
-        // After one huge row, start again small, so the sealer does not keep that much memory
-        // (the old buffer is wiped when dropped). Reserving before the copy means no
-        // reallocation can leave plaintext behind in freed memory.
-        let need = plaintext.len() + TAG_LEN;
-        if self.scratch.capacity() > need.max(SCRATCH_KEEP) {
-            self.scratch = Zeroizing::new(Vec::new());
-        }
-        self.scratch.reserve(need);
-        let aad = self.aad.aad_for(row);
-        seal_line(
-            &self.cipher,
-            aad,
-            &nonce,
-            &self.key_id,
-            plaintext,
-            &mut self.scratch,
-            out,
-        );
-        out.push(b'\n');
-        Ok(())
     }
 }
 
@@ -370,12 +252,12 @@ enum Container<W: Write> {
 }
 
 impl<W: Write> Container<W> {
-    fn new(format: Format, out: W, job_id: &str, zip64: bool) -> io::Result<Container<W>> {
+    fn new(format: Kind, out: W, job_id: &str, zip64: bool) -> io::Result<Container<W>> {
         let level = flate2::Compression::new(DEFLATE_LEVEL);
         Ok(match format {
-            Format::Ndjson => Container::Plain(out),
-            Format::Gzip => Container::Gzip(Box::new(GzEncoder::new(out, level))),
-            Format::Zip => {
+            Kind::Plain => Container::Plain(out),
+            Kind::Gzip => Container::Gzip(Box::new(GzEncoder::new(out, level))),
+            Kind::Zip => {
                 let abandoned = Arc::new(AtomicBool::new(false));
                 let sink = Abandonable {
                     inner: out,
@@ -475,7 +357,7 @@ pub fn encrypt<R: Read, W: Write>(
     progress: &Progress,
 ) -> Result<(W, Summary)> {
     let mut sealer = Sealer::new(key, &opts.customer_id, &opts.key_id)?;
-    if opts.format == Format::Zip {
+    if opts.format == Kind::Zip {
         check_job_id(&opts.job_id)?;
     }
     let count = Arc::new(AtomicU64::new(0));
@@ -659,58 +541,6 @@ mod tests {
         assert_eq!(all_lines(&long, 7, 99), vec![Err(())]);
     }
 
-    #[test]
-    fn nonces_are_fresh_across_batches() {
-        let mut src = NonceSource::new();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..NONCE_BATCH * 2 + 3 {
-            let n = src.take().unwrap();
-            assert_ne!(n, [0u8; NONCE_LEN]);
-            assert!(seen.insert(n), "nonce repeated");
-        }
-    }
-
-    #[test]
-    fn sealed_lines_open_with_the_decrypt_code() {
-        let key = Key::from_bytes([5; 32]);
-        let mut sealer = Sealer::new(&key, "cust:1", "kid").unwrap();
-        let mut out = Vec::new();
-        sealer
-            .seal_line(0, br#"{"a": "\u00e9"}"#, &mut out)
-            .unwrap();
-        sealer.seal_line(1, b"[1, 2]", &mut out).unwrap();
-        let lines: Vec<&[u8]> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with(b"{\"encrypted_data\":\"kid:"));
-        let mut opener = RowOpener::new(key.cipher(), "cust:1");
-        let mut pt = Vec::new();
-        opener.open_into(0, lines[0], &mut pt).unwrap();
-        assert_eq!(pt, br#"{"a": "\u00e9"}"#);
-        pt.clear();
-        opener.open_into(1, lines[1], &mut pt).unwrap();
-        assert_eq!(pt, b"[1, 2]");
-        // Bound to its row index and customer id.
-        assert!(opener.open_into(0, lines[1], &mut pt).is_err());
-        assert!(RowOpener::new(key.cipher(), "cust:2")
-            .open_into(0, lines[0], &mut pt)
-            .is_err());
-    }
-
-    #[test]
-    fn scratch_shrinks_after_a_huge_row() {
-        let key = Key::from_bytes([5; 32]);
-        let mut sealer = Sealer::new(&key, "c", "k").unwrap();
-        let mut out = Vec::new();
-        sealer
-            .seal_line(0, &vec![b'1'; 3 * SCRATCH_KEEP], &mut out)
-            .unwrap();
-        sealer.seal_line(1, b"2", &mut out).unwrap();
-        assert!(sealer.scratch.capacity() <= SCRATCH_KEEP);
-    }
-
     /// A writer whose bytes stay readable after it is consumed.
     #[derive(Clone, Debug, Default)]
     struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -725,7 +555,7 @@ mod tests {
         }
     }
 
-    fn options(format: Format) -> Options {
+    fn options(format: Kind) -> Options {
         Options {
             customer_id: "c".into(),
             key_id: "k".into(),
@@ -743,7 +573,7 @@ mod tests {
         let progress = Progress::hidden();
         let input = &b"{}\n{}\nnot json\n"[..];
         let sink = Shared::default();
-        let opts = options(Format::Zip);
+        let opts = options(Kind::Zip);
         let err = encrypt(input, "in", &key, &opts, sink.clone(), &progress).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -771,7 +601,7 @@ mod tests {
         let key = Key::from_bytes([5; 32]);
         let mut input = b"{}\n\n".to_vec();
         input.extend(std::iter::repeat_n(b' ', 2000));
-        let opts = options(Format::Ndjson);
+        let opts = options(Kind::Plain);
         let err = encrypt(
             &input[..],
             "in",
@@ -786,16 +616,6 @@ mod tests {
             "in: row 1: line is longer than the limit of 1000 bytes"
         );
         assert_eq!(err.exit(), Exit::Failure);
-    }
-
-    #[test]
-    fn key_ids_needing_json_escapes_are_refused() {
-        assert!(check_key_id("3e9c:e2f1-k.1").is_ok());
-        assert!(check_key_id("").is_ok());
-        for bad in ["a\"b", "a\\b", "a\nb", "a\u{7f}b", "\u{1}"] {
-            let e = check_key_id(bad).unwrap_err();
-            assert_eq!(e.exit(), Exit::Usage, "{bad:?}");
-        }
     }
 
     #[test]

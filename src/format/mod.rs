@@ -11,3 +11,4 @@ pub mod json;
 pub mod key;
 pub mod nonce;
 pub mod record;
+pub mod seal;

@@ -167,39 +167,54 @@ pub struct Opened<'a> {
     pub nonce: [u8; NONCE_LEN],
 }
 
+/// The AADs of one customer's rows, `stream:{customer_id}:{row}`, built in one reused buffer.
+#[derive(Debug, Clone)]
+pub struct Aad {
+    /// `stream:{customer_id}:` and, after [`Aad::for_row`], the row index.
+    bytes: Vec<u8>,
+    prefix_len: usize,
+}
+
+impl Aad {
+    /// The AADs for `customer_id`.
+    pub fn new(customer_id: &str) -> Aad {
+        let bytes = format!("stream:{customer_id}:").into_bytes();
+        Aad {
+            prefix_len: bytes.len(),
+            bytes,
+        }
+    }
+
+    /// The AAD bytes of `row`.
+    pub fn for_row(&mut self, row: u64) -> &[u8] {
+        self.bytes.truncate(self.prefix_len);
+        push_decimal(&mut self.bytes, row);
+        &self.bytes
+    }
+}
+
 /// Opens rows for one key and customer id. Cheap to clone for each worker thread.
 #[derive(Clone)]
 pub struct RowOpener {
     /// Shared, not copied, by every worker's opener: one key schedule to wipe, wherever it is.
     cipher: Arc<Cipher>,
     b64: B64,
-    /// `stream:{customer_id}:`, the AAD without its row index.
-    aad: Vec<u8>,
-    aad_prefix_len: usize,
+    aad: Aad,
 }
 
 impl RowOpener {
     /// An opener for rows encrypted with `cipher` for `customer_id`.
     pub fn new(cipher: Cipher, customer_id: &str) -> RowOpener {
-        let aad = format!("stream:{customer_id}:").into_bytes();
         RowOpener {
             cipher: Arc::new(cipher),
             b64: b64_engine(),
-            aad_prefix_len: aad.len(),
-            aad,
+            aad: Aad::new(customer_id),
         }
     }
 
-    /// Set `self.aad` to the AAD of `row`.
-    fn set_row(&mut self, row: u64) {
-        self.aad.truncate(self.aad_prefix_len);
-        push_decimal(&mut self.aad, row);
-    }
-
-    /// The AAD bytes of `row` (for tests and for `encrypt`).
+    /// The AAD bytes of `row` (for tests).
     pub fn aad_for(&mut self, row: u64) -> &[u8] {
-        self.set_row(row);
-        &self.aad
+        self.aad.for_row(row)
     }
 
     /// Open row `row` from `line` and append its plaintext (one line of JSON, no newline) to
@@ -332,10 +347,10 @@ impl RowOpener {
         out: &mut Vec<u8>,
         start: usize,
     ) -> Result<(), RowError> {
-        self.set_row(row);
+        let aad = self.aad.for_row(row);
         if self
             .cipher
-            .open_in_place(nonce, &self.aad, &mut out[start..], tag)
+            .open_in_place(nonce, aad, &mut out[start..], tag)
             .is_err()
         {
             // A failed open leaves zeros: decode the ciphertext again for each index tried.
@@ -384,16 +399,16 @@ impl RowOpener {
                 let Some(candidate) = candidate.filter(|c| (lo..=hi).contains(c)) else {
                     continue;
                 };
-                self.set_row(candidate);
                 // The same bytes as before the first try, so the same ciphertext length.
                 if self.decode_blob(blob_b64, out, start).is_err() {
                     return Diagnosis::Unknown;
                 }
                 // On failure the buffer is zeros; on success it holds this row's plaintext under
                 // another index, which is wiped straight away (it is never released).
+                let aad = self.aad.for_row(candidate);
                 if self
                     .cipher
-                    .open_in_place(nonce, &self.aad, &mut out[start..], tag)
+                    .open_in_place(nonce, aad, &mut out[start..], tag)
                     .is_ok()
                 {
                     out[start..].zeroize();
