@@ -8,11 +8,17 @@ use std::path::PathBuf;
 use clap::builder::{PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::sink::Output;
 use crate::source::Input;
 
 /// Inputs are parsed as paths (any bytes the OS allows), then `-` becomes standard input.
 fn input_parser() -> impl TypedValueParser<Value = Input> {
     PathBufValueParser::new().map(Input::from)
+}
+
+/// Outputs likewise: `-` becomes standard output.
+fn output_parser() -> impl TypedValueParser<Value = Output> {
+    PathBufValueParser::new().map(Output::from)
 }
 
 const EXIT_CODES: &str = "\
@@ -128,8 +134,8 @@ pub struct DecryptArgs {
     /// Write to PATH (mode 0600) instead of standard output; PATH is replaced only after every
     /// row authenticated, and is left untouched on any failure. A PATH that is a device or FIFO
     /// is written as rows arrive, like standard output; `-o -` is standard output.
-    #[arg(short, long, value_name = "PATH", conflicts_with = "output_dir")]
-    pub output: Option<PathBuf>,
+    #[arg(short, long, value_name = "PATH", conflicts_with = "output_dir", value_parser = output_parser())]
+    pub output: Option<Output>,
 
     /// Write each input to DIR/<input stem>.ndjson, each atomically; a failed input leaves its
     /// file untouched and the other inputs are still written.
@@ -182,8 +188,8 @@ pub struct EncryptArgs {
     pub key_file: Option<PathBuf>,
 
     /// Where to write the export (atomically, mode 0600).
-    #[arg(short, long, value_name = "PATH")]
-    pub output: PathBuf,
+    #[arg(short, long, value_name = "PATH", value_parser = output_parser())]
+    pub output: Output,
 
     /// Container to write.
     #[arg(long, value_enum, default_value_t = Format::Zip)]
@@ -203,8 +209,8 @@ pub struct EncryptArgs {
 pub struct KeygenArgs {
     /// Write the key to PATH (created with mode 0600; an existing file is never overwritten);
     /// `-o -` is standard output.
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    #[arg(short, long, value_name = "PATH", value_parser = output_parser())]
+    pub output: Option<Output>,
 }
 
 /// `cipherstream webhook ...`.

@@ -14,6 +14,36 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 
+/// Where the user asked output to go: `-` is standard output, anything else a file path. Decided
+/// once, when the command line is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `-`: standard output.
+    Stdout,
+    /// A file (or a device or FIFO) by path.
+    Path(PathBuf),
+}
+
+impl From<PathBuf> for Output {
+    fn from(path: PathBuf) -> Output {
+        if path.as_os_str() == "-" {
+            Output::Stdout
+        } else {
+            Output::Path(path)
+        }
+    }
+}
+
+impl Output {
+    /// The path, for an output that has one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Output::Stdout => None,
+            Output::Path(path) => Some(path),
+        }
+    }
+}
+
 /// Temporary files to remove if a signal stops the process.
 static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
 use crate::error::{Error, Result};
-use crate::sink::AtomicFile;
+use crate::sink::{AtomicFile, Output};
 use crate::source::Input;
 
 /// Run `decrypt`.
@@ -20,8 +20,7 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     let inputs = &args.read.inputs;
     let reading = Reading::resolve(&args.read, false, args.skip_bad_rows)?;
 
-    // `-o -` is standard output, as an input of `-` is standard input.
-    let output = args.output.as_ref().filter(|d| d.as_os_str() != "-");
+    let output = args.output.as_ref().and_then(Output::path);
     if args.skip_bad_rows && (output.is_some() || args.output_dir.is_some()) {
         // A file at -o (or in --output-dir) means "every row authenticated": scripts test for it
         // (the README's webhook receiver does), and SPEC section 3 promises it. A salvage is
@@ -34,7 +33,7 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         ));
     }
     if let Some(dest) = output {
-        refuse_overwriting_inputs(inputs, std::slice::from_ref(dest))?;
+        refuse_overwriting_inputs(inputs, &[dest.to_path_buf()])?;
         let mut file = AtomicFile::create(dest)?;
         for input in inputs {
             reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;

@@ -17,7 +17,7 @@ use crate::engine::progress::Progress;
 use crate::error::{Error, Result};
 use crate::format::container::Kind;
 use crate::format::seal::check_key_id;
-use crate::sink::AtomicFile;
+use crate::sink::{AtomicFile, Output};
 use crate::source::{Raw, Source};
 use crate::warning::{Warn, Warning};
 
@@ -33,12 +33,11 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
         }
     }
     let job_id = job_id(args)?;
-    let output = &args.output;
-    if output.as_os_str() == "-" {
+    let Output::Path(output) = &args.output else {
         return Err(Error::Usage(
             "encrypt writes a file: give -o a path (standard output is not supported)".to_owned(),
         ));
-    }
+    };
     if output.is_dir() {
         return Err(Error::Usage(format!(
             "-o {} is a directory, not a file path",
@@ -117,16 +116,16 @@ fn job_id(args: &EncryptArgs) -> Result<String> {
     let id = match &args.job_id {
         Some(id) => id.clone(),
         None => {
-            let file_name = args
-                .output
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "cannot take a job id from the output name {}: give --job-id ID",
-                        args.output.display()
-                    ))
-                })?;
+            // Standard output (`-o -`) is refused after this, with its own message.
+            let Some(output) = args.output.path() else {
+                return Ok(String::new());
+            };
+            let file_name = output.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                Error::Usage(format!(
+                    "cannot take a job id from the output name {}: give --job-id ID",
+                    output.display()
+                ))
+            })?;
             default_job_id(file_name)
         }
     };

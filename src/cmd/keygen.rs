@@ -6,12 +6,13 @@ use std::io::Write;
 use crate::cli::KeygenArgs;
 use crate::error::{Error, Result};
 use crate::format::key::Key;
+use crate::sink::Output;
 
 /// Run `keygen`.
 pub fn run(args: &KeygenArgs) -> Result<()> {
     let key = Key::generate()?;
     let line = key.to_base64_line();
-    match args.output.as_ref().filter(|p| p.as_os_str() != "-") {
+    match args.output.as_ref().and_then(Output::path) {
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(line.as_bytes())
