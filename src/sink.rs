@@ -55,6 +55,7 @@ pub fn install_signal_cleanup() {
 
 /// Whether `signal`'s disposition is "ignore" (inherited through `exec`).
 #[cfg(unix)]
+#[allow(unsafe_code, clippy::multiple_unsafe_ops_per_block)]
 fn ignored_at_start(signal: libc::c_int) -> bool {
     // SAFETY: a null new action only reads the current one into `old`.
     unsafe {

@@ -56,8 +56,12 @@ impl Cipher {
         }
     }
 
+    #[allow(unsafe_code)]
     fn key(&self) -> &LessSafeKey {
         // SAFETY: `key` is initialised by `build` (the only constructor) and stays so until `drop`.
+        // Why `MaybeUninit` at all: it is how the dropped schedule is wiped (see `drop`), which
+        // `ring` does not do itself, and `ring` is the AES-GCM here because a 1M-row decrypt took
+        // 1.05-1.29 s of CPU with it against 1.57-1.74 s with `aes-gcm` (module doc).
         unsafe { self.key.assume_init_ref() }
     }
 
@@ -115,8 +119,10 @@ fn scrub_stack() {
 }
 
 impl Drop for Cipher {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        // SAFETY: `key` is initialised (see `key`) and is never used again after this.
+        // SAFETY: `key` is initialised (see `key`) and is never used again after this. This is
+        // what lets the schedule be wiped below, the price of `ring`'s speed (see `key`).
         unsafe { self.key.assume_init_drop() };
         // `MaybeUninit` may hold any bytes, so overwriting the dropped key with zeros is sound.
         self.key.zeroize();

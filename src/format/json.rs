@@ -480,6 +480,8 @@ mod scan {
     /// non-ASCII bytes), as bit masks (bit `k` for byte `k`).
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline(always)]
+    // Each intrinsic is an unsafe call, all under one justification: 12 blocks would not be safer.
+    #[allow(unsafe_code, clippy::multiple_unsafe_ops_per_block)]
     fn masks_sse2(chunk: &[u8; 16]) -> (u32, u32) {
         use std::arch::x86_64::{
             __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
