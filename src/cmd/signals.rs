@@ -53,6 +53,7 @@ pub fn install() {
 
 /// Whether `signal`'s disposition is "ignore" (inherited through `exec`).
 #[cfg(unix)]
+#[allow(unsafe_code, clippy::multiple_unsafe_ops_per_block)]
 fn ignored_at_start(signal: libc::c_int) -> bool {
     // SAFETY: a null new action only reads the current one into `old`, a zeroed `sigaction` that
     // we own. No safe API (std, signal-hook) reads a disposition without changing it.
@@ -65,6 +66,7 @@ fn ignored_at_start(signal: libc::c_int) -> bool {
 
 /// Forbid core files for this process (RLIMIT_CORE = 0).
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn no_core_dump() {
     let zero = libc::rlimit {
         rlim_cur: 0,

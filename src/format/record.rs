@@ -10,9 +10,12 @@
 //! `cust_123` and row 7 that is the 17 bytes `stream:cust_123:7`.
 //!
 //! Opening a row depends on nothing but the line, its index, the key and the customer id, so rows
-//! can be opened on any thread in any order. A row that fails releases none of its bytes: the
-//! tag is checked before anything is decrypted, and the output buffer is wiped back to where the
-//! row started.
+//! can be opened on any thread in any order. A row that fails releases none of its bytes. The tag
+//! is not checked before the row is decrypted: `ring` decrypts the ciphertext in place in the
+//! output buffer while it computes the tag, compares the tags after that, and on a mismatch
+//! overwrites the decrypted bytes with zeros before it returns the error (see
+//! [`Cipher::open_in_place`]; a test in `aead` pins it). On any error the output buffer is then
+//! wiped again (`zeroize`) and cut back to where the row started.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -49,6 +49,7 @@ pub fn record_delivery(path: &Path, delivery_id: &str) -> Result<()> {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn lock_exclusive(file: &File) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
     loop {

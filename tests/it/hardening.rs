@@ -406,7 +406,10 @@ fn interrupted_run(signal: i32) -> (std::process::Output, tempfile::TempDir) {
     // The tool leaves a signal ignored at start ignored (nohup, background jobs). If this test
     // runs under such a harness, the child must still get the default dispositions, or it would
     // ignore the signal sent below and the test would wait forever.
+    // SAFETY: the closure runs in the forked child before exec and only calls signal(2), which is
+    // async-signal-safe; it allocates nothing and takes no lock.
     #[cfg(unix)]
+    #[allow(unsafe_code, clippy::multiple_unsafe_ops_per_block)]
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
