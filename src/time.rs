@@ -1,12 +1,13 @@
-//! The clock and RFC 3339 dates, for webhook timestamps.
+//! The clock and dates: RFC 3339 for webhook timestamps, `X-Amz-Date` for downloads.
 //!
 //! The calendar (which dates exist, leap years, days since the epoch) is jiff's. The layout is
 //! checked here, by hand, because jiff has no strict RFC 3339 parser: its `Timestamp` parser takes
 //! the lenient Temporal/RFC 9557 superset (a space for `T`, no seconds, `+0200` and `+02`, a
 //! decimal comma, `[...]` annotations, the basic format), clamps a leap second to `:59`, takes at
 //! most nine fraction digits, truncates towards zero, and ends its range at 9999-12-30T22:00Z.
-//! A timestamp comes from the request, so what it accepts is pinned exactly, and each error
-//! names the byte or field at fault.
+//! Nor does its `strptime` read `X-Amz-Date` strictly: leading zeros are optional there, so
+//! `%H%M%S` takes `10215` as 10:21:05. A date comes from a request or a server, so what is
+//! accepted is pinned exactly, and each error names the byte or field at fault.
 //!
 //! Testing aid: in a debug build (the one `cargo test` runs), when the environment variable
 //! `CIPHERSTREAM_NOW` holds a whole number of Unix seconds, [`now`] returns it instead of the
@@ -101,6 +102,40 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     };
     p.end()?;
     Ok(unix_seconds(year, month, day, hour, minute, second)? - offset)
+}
+
+/// Parse an `X-Amz-Date` value, the ISO 8601 basic format that AWS Signature Version 4 writes,
+/// `YYYYMMDDTHHMMSSZ` (always UTC, such as `20240926T100215Z`), into Unix seconds. Strict like
+/// [`parse_rfc3339`]: exactly that layout, `T` and `Z` upper case; a leap second `:60` counts as
+/// the next minute's `:00`. The error says what is wrong.
+pub fn parse_amz_date(text: &str) -> Result<i64, String> {
+    let mut p = Cursor {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let year = p.number(4, "year")?;
+    let month = p.number(2, "month")?;
+    let day = p.number(2, "day")?;
+    p.expect(b"T", "'T' between the date and the time")?;
+    let hour = p.number(2, "hour")?;
+    let minute = p.number(2, "minute")?;
+    let second = p.number(2, "second")?;
+    p.expect(b"Z", "'Z' after the time")?;
+    p.end()?;
+    unix_seconds(year, month, day, hour, minute, second)
+}
+
+/// `unix_secs` as an RFC 3339 date-time in UTC, `YYYY-MM-DDTHH:MM:SSZ`, which [`parse_rfc3339`]
+/// reads back. RFC 3339 writes four-digit years only: a time before 0000-01-01T00:00:00Z or
+/// after 9999-12-31T23:59:59Z is written as that first or last second.
+pub fn format_rfc3339(unix_secs: i64) -> String {
+    const FIRST: civil::DateTime = civil::DateTime::constant(0, 1, 1, 0, 0, 0, 0);
+    const LAST: civil::DateTime = civil::DateTime::constant(9999, 12, 31, 23, 59, 59, 0);
+    UNIX_EPOCH
+        .saturating_add(jiff::SignedDuration::from_secs(unix_secs))
+        .clamp(FIRST, LAST)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The Unix seconds of a date and time of day in UTC, checked against the proleptic Gregorian
@@ -297,5 +332,65 @@ mod tests {
             }
         }
         assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), Ok(-62_167_219_200));
+    }
+
+    #[test]
+    fn amz_dates_parse_strictly() {
+        assert_eq!(parse_amz_date("20240926T100215Z"), Ok(1_727_344_935));
+        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(0));
+        assert_eq!(parse_amz_date("20000229T000000Z"), Ok(951_782_400));
+        for bad in [
+            "",
+            "20240926",
+            "20240926T100215",
+            "20240926t100215Z",
+            "20240926T100215z",
+            "20240926 100215Z",
+            "2024-09-26T10:02:15Z",
+            "20240926T1002Z",
+            "20240926T100215.5Z",
+            "20240926T100215+0000",
+            " 20240926T100215Z",
+            "20240926T100215Z ",
+            "+20240926T100215Z",
+            "20241301T000000Z",
+            "20230229T000000Z",
+            "20240926T240000Z",
+            "20240926T100261Z",
+        ] {
+            assert!(parse_amz_date(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            parse_amz_date("20240926T100215"),
+            Err("expected 'Z' after the time at byte 15".into())
+        );
+        assert_eq!(
+            parse_amz_date("20230229T000000Z"),
+            Err("day 29 is out of range for 2023-02".into())
+        );
+    }
+
+    #[test]
+    fn formats_rfc3339_that_parses_back() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_727_344_935), "2024-09-26T10:02:15Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(-62_167_219_200), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        // Beyond what RFC 3339 can write: the first or last second it can.
+        assert_eq!(format_rfc3339(-62_167_219_201), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(253_402_300_800), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        // Round trips over the whole range, through both parsers.
+        let mut secs = -62_167_219_200;
+        while secs <= 253_402_300_799 {
+            let text = format_rfc3339(secs);
+            assert_eq!(parse_rfc3339(&text), Ok(secs), "{text}");
+            let amz: String = text.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+            assert_eq!(parse_amz_date(&amz), Ok(secs), "{amz}");
+            secs += 9_999_991;
+        }
     }
 }
