@@ -205,6 +205,14 @@ fn mode_0600() -> fs::Permissions {
 
 /// True if `a` and `b` name the same existing regular file (so an output would overwrite its
 /// input). `-` stands for standard input: `decrypt - -o x.zip < x.zip` must be caught too.
+///
+/// Hand-written rather than BurntSushi's `same-file` crate, whose `Handle::from_path` opens each
+/// path for reading. An input may be a FIFO (`<(curl ...)`): opening and closing its read end
+/// before the real read wakes the writer, which can then write with no reader, die of `SIGPIPE`,
+/// and leave the real open waiting forever (a third of trial runs of `decrypt FIFO -o out` with
+/// the crate). Opening would also miss an output that can be looked up but not read. A `stat` of
+/// each path (an `fstat` of standard input) is all this needs; the crate's `Handle::stdin` would
+/// replace only the three lines of `stdin_metadata`.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {

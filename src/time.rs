@@ -1,10 +1,21 @@
-//! The clock and RFC 3339 dates, for webhook timestamps.
+//! The clock and dates: RFC 3339 for webhook timestamps, `X-Amz-Date` for downloads.
+//!
+//! The calendar (which dates exist, leap years, days since the epoch) is jiff's. The layout is
+//! checked here, by hand, because jiff has no strict RFC 3339 parser: its `Timestamp` parser takes
+//! the lenient Temporal/RFC 9557 superset (a space for `T`, no seconds, `+0200` and `+02`, a
+//! decimal comma, `[...]` annotations, the basic format), clamps a leap second to `:59`, takes at
+//! most nine fraction digits, truncates towards zero, and ends its range at 9999-12-30T22:00Z.
+//! Nor does its `strptime` read `X-Amz-Date` strictly: leading zeros are optional there, so
+//! `%H%M%S` takes `10215` as 10:21:05. A date comes from a request or a server, so what is
+//! accepted is pinned exactly, and each error names the byte or field at fault.
 //!
 //! Testing aid: in a debug build (the one `cargo test` runs), when the environment variable
 //! `CIPHERSTREAM_NOW` holds a whole number of Unix seconds, [`now`] returns it instead of the
 //! system clock, so tests can check stale and future timestamps against fixed bodies. A release
 //! build ignores it: a stray variable on a production receiver must not move the clock that the
 //! timestamp check trusts.
+
+use jiff::civil;
 
 use crate::error::{Error, Result};
 
@@ -89,28 +100,80 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
             ))
         }
     };
-    if p.at != text.len() {
-        return Err(format!(
-            "unexpected characters after the date-time at byte {}",
-            p.at
-        ));
-    }
+    p.end()?;
+    Ok(unix_seconds(year, month, day, hour, minute, second)? - offset)
+}
+
+/// Parse an `X-Amz-Date` value, the ISO 8601 basic format that AWS Signature Version 4 writes,
+/// `YYYYMMDDTHHMMSSZ` (always UTC, such as `20240926T100215Z`), into Unix seconds. Strict like
+/// [`parse_rfc3339`]: exactly that layout, `T` and `Z` upper case; a leap second `:60` counts as
+/// the next minute's `:00`. The error says what is wrong.
+pub fn parse_amz_date(text: &str) -> Result<i64, String> {
+    let mut p = Cursor {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    let year = p.number(4, "year")?;
+    let month = p.number(2, "month")?;
+    let day = p.number(2, "day")?;
+    p.expect(b"T", "'T' between the date and the time")?;
+    let hour = p.number(2, "hour")?;
+    let minute = p.number(2, "minute")?;
+    let second = p.number(2, "second")?;
+    p.expect(b"Z", "'Z' after the time")?;
+    p.end()?;
+    unix_seconds(year, month, day, hour, minute, second)
+}
+
+/// `unix_secs` as an RFC 3339 date-time in UTC, `YYYY-MM-DDTHH:MM:SSZ`, which [`parse_rfc3339`]
+/// reads back. RFC 3339 writes four-digit years only: a time before 0000-01-01T00:00:00Z or
+/// after 9999-12-31T23:59:59Z is written as that first or last second.
+pub fn format_rfc3339(unix_secs: i64) -> String {
+    const FIRST: civil::DateTime = civil::DateTime::constant(0, 1, 1, 0, 0, 0, 0);
+    const LAST: civil::DateTime = civil::DateTime::constant(9999, 12, 31, 23, 59, 59, 0);
+    UNIX_EPOCH
+        .saturating_add(jiff::SignedDuration::from_secs(unix_secs))
+        .clamp(FIRST, LAST)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The Unix seconds of a date and time of day in UTC, checked against the proleptic Gregorian
+/// calendar by jiff. A `second` of 60 (a leap second, which Unix time does not count) is the next
+/// minute's `:00`. The error names the field that is out of range.
+fn unix_seconds(
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+) -> Result<i64, String> {
     if !(1..=12).contains(&month) {
         return Err(format!("month {month} is out of range"));
     }
-    if day < 1 || day > days_in_month(year, month) {
-        return Err(format!(
-            "day {day} is out of range for {year:04}-{month:02}"
-        ));
+    let date = match (i16::try_from(year), i8::try_from(month), i8::try_from(day)) {
+        (Ok(y), Ok(m), Ok(d)) => civil::Date::new(y, m, d).ok(),
+        _ => None,
     }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err(format!(
-            "time {hour:02}:{minute:02}:{second:02} is out of range"
-        ));
+    .ok_or_else(|| format!("day {day} is out of range for {year:04}-{month:02}"))?;
+    let leap = second == 60;
+    let time = match (
+        i8::try_from(hour),
+        i8::try_from(minute),
+        i8::try_from(if leap { 59 } else { second }),
+    ) {
+        (Ok(h), Ok(m), Ok(s)) => civil::Time::new(h, m, s, 0).ok(),
+        _ => None,
     }
-    let days = days_from_civil(year, month, day);
-    Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    .ok_or_else(|| format!("time {hour:02}:{minute:02}:{second:02} is out of range"))?;
+    // Civil days are 86,400 seconds each, as Unix time counts them.
+    let since_epoch = date.to_datetime(time).duration_since(UNIX_EPOCH);
+    Ok(since_epoch.as_secs() + i64::from(leap))
 }
+
+/// 1970-01-01T00:00:00 as a civil date-time: Unix time's zero in UTC.
+const UNIX_EPOCH: civil::DateTime = civil::DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
 
 /// A position in the text being parsed.
 struct Cursor<'a> {
@@ -151,30 +214,18 @@ impl Cursor<'_> {
             _ => Err(format!("expected {what} at byte {}", self.at)),
         }
     }
-}
 
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    /// Nothing left.
+    fn end(&self) -> Result<(), String> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "unexpected characters after the date-time at byte {}",
+                self.at
+            ))
+        }
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -267,13 +318,79 @@ mod tests {
     }
 
     #[test]
-    fn days_from_civil_agrees_with_counting_days() {
-        let mut days = 0;
-        for year in 1970..2100 {
+    fn agrees_with_jiffs_own_timestamp_parser() {
+        // jiff's lenient parser goes through Timestamp, not civil arithmetic: a second opinion
+        // on every month start and month end over two centuries, in three offsets.
+        for year in 1900..2100 {
             for month in 1..=12 {
-                assert_eq!(days_from_civil(year, month, 1), days, "{year}-{month}");
-                days += days_in_month(year, month);
+                let last = civil::date(year, month, 1).days_in_month();
+                for (day, offset) in [(1, "Z"), (last, "+05:30"), (last, "-11:59")] {
+                    let text = format!("{year:04}-{month:02}-{day:02}T23:59:59{offset}");
+                    let want = text.parse::<jiff::Timestamp>().unwrap().as_second();
+                    assert_eq!(parse_rfc3339(&text), Ok(want), "{text}");
+                }
             }
+        }
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00Z"), Ok(-62_167_219_200));
+    }
+
+    #[test]
+    fn amz_dates_parse_strictly() {
+        assert_eq!(parse_amz_date("20240926T100215Z"), Ok(1_727_344_935));
+        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(0));
+        assert_eq!(parse_amz_date("20000229T000000Z"), Ok(951_782_400));
+        for bad in [
+            "",
+            "20240926",
+            "20240926T100215",
+            "20240926t100215Z",
+            "20240926T100215z",
+            "20240926 100215Z",
+            "2024-09-26T10:02:15Z",
+            "20240926T1002Z",
+            "20240926T100215.5Z",
+            "20240926T100215+0000",
+            " 20240926T100215Z",
+            "20240926T100215Z ",
+            "+20240926T100215Z",
+            "20241301T000000Z",
+            "20230229T000000Z",
+            "20240926T240000Z",
+            "20240926T100261Z",
+        ] {
+            assert!(parse_amz_date(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            parse_amz_date("20240926T100215"),
+            Err("expected 'Z' after the time at byte 15".into())
+        );
+        assert_eq!(
+            parse_amz_date("20230229T000000Z"),
+            Err("day 29 is out of range for 2023-02".into())
+        );
+    }
+
+    #[test]
+    fn formats_rfc3339_that_parses_back() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_727_344_935), "2024-09-26T10:02:15Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(-62_167_219_200), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        // Beyond what RFC 3339 can write: the first or last second it can.
+        assert_eq!(format_rfc3339(-62_167_219_201), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(253_402_300_800), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        // Round trips over the whole range, through both parsers.
+        let mut secs = -62_167_219_200;
+        while secs <= 253_402_300_799 {
+            let text = format_rfc3339(secs);
+            assert_eq!(parse_rfc3339(&text), Ok(secs), "{text}");
+            let amz: String = text.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+            assert_eq!(parse_amz_date(&amz), Ok(secs), "{amz}");
+            secs += 9_999_991;
         }
     }
 }

@@ -301,42 +301,34 @@ impl<W: Write> Container<W> {
     }
 }
 
-/// The current time as a ZIP time stamp (UTC; without this the crate writes 1980-01-01 when built,
-/// as here, without a date-time library).
+/// The current time as a ZIP time stamp in UTC. Without one the zip crate writes 1980-01-01 unless
+/// built with a date-time feature; its `jiff-02` feature would build jiff 0.2 beside the jiff 1
+/// used here, so the few lines of conversion are ours.
 fn zip_time_now() -> zip::DateTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    u16::try_from(year)
+    let now = jiff::Timestamp::try_from(std::time::SystemTime::now())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    zip_time(now)
+}
+
+/// `at` as a ZIP time stamp in UTC; one outside what ZIP can hold (1980 to 2107) is the
+/// format's 1980-01-01.
+fn zip_time(at: jiff::Timestamp) -> zip::DateTime {
+    let t = jiff::tz::Offset::UTC.to_datetime(at);
+    let field = |n: i8| u8::try_from(n).unwrap_or(u8::MAX);
+    u16::try_from(t.year())
         .ok()
         .and_then(|year| {
             zip::DateTime::from_date_and_time(
                 year,
-                month,
-                day,
-                (t / 3600) as u8,
-                (t / 60 % 60) as u8,
-                (t % 60) as u8,
+                field(t.month()),
+                field(t.day()),
+                field(t.hour()),
+                field(t.minute()),
+                field(t.second()),
             )
             .ok()
         })
         .unwrap_or_default()
-}
-
-/// (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Check that a line is one UTF-8 JSON document, as `decrypt` will require of its plaintext.
@@ -649,11 +641,24 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_992), (2024, 9, 26));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn zip_times_are_utc_and_default_outside_the_formats_range() {
+        let zip = |unix: i64| {
+            let t = zip_time(jiff::Timestamp::from_second(unix).unwrap());
+            (
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+            )
+        };
+        // `date -u -d @1727344935` is 2024-09-26T10:02:15Z; ZIP keeps even seconds.
+        assert_eq!(zip(1_727_344_935), (2024, 9, 26, 10, 2, 14));
+        assert_eq!(zip(951_782_399), (2000, 2, 28, 23, 59, 58));
+        assert_eq!(zip(315_532_800), (1980, 1, 1, 0, 0, 0));
+        assert_eq!(zip(0), (1980, 1, 1, 0, 0, 0));
+        assert_eq!(zip(-1), (1980, 1, 1, 0, 0, 0));
     }
 
     #[test]

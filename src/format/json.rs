@@ -258,7 +258,7 @@ impl Kinds {
 
     #[inline]
     fn push(&mut self, object: bool) {
-        if self.depth != 0 && self.depth % 64 == 0 {
+        if self.depth != 0 && self.depth.is_multiple_of(64) {
             self.spill.push(self.top);
             self.top = 0;
         }
@@ -271,7 +271,7 @@ impl Kinds {
     fn pop(&mut self) {
         self.depth -= 1;
         self.top >>= 1;
-        if self.depth != 0 && self.depth % 64 == 0 {
+        if self.depth != 0 && self.depth.is_multiple_of(64) {
             self.top = self
                 .spill
                 .pop()

@@ -48,27 +48,20 @@ pub fn record_delivery(path: &Path, delivery_id: &str) -> Result<()> {
         .map_err(|e| io_err("cannot append to", e))
 }
 
-#[cfg(unix)]
-#[allow(unsafe_code)]
+/// Block until this process holds an exclusive lock on `file`, through std (`flock(LOCK_EX)` on
+/// Unix, `LockFileEx` on Windows). A wait cut short by a signal is taken up again: std does not
+/// retry `EINTR`. On Unix every other failure is an error, as before. Elsewhere, a system where
+/// std has no file locks uses the file unlocked, as every non-Unix system did before std had
+/// them; concurrent verifiers there may both accept the same delivery.
 fn lock_exclusive(file: &File) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
     loop {
-        // SAFETY: the descriptor belongs to `file`, which outlives the call; flock touches no
-        // memory of ours.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match file.lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            #[cfg(not(unix))]
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return Ok(()),
+            done => return done,
         }
     }
-}
-
-#[cfg(not(unix))]
-fn lock_exclusive(_: &File) -> io::Result<()> {
-    // No flock: concurrent verifiers may both accept the same delivery.
-    Ok(())
 }
 
 #[cfg(test)]

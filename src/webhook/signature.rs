@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use base16ct::HexDisplay;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -75,7 +76,7 @@ impl Secret {
     /// The `X-CipherStream-Signature` header value for `body`: `sha256=` and 64 lowercase hex
     /// digits.
     pub fn signature_header(&self, body: &[u8]) -> String {
-        format!("sha256={}", to_hex(self.mac(body).as_ref()))
+        format!("sha256={:x}", HexDisplay(self.mac(body).as_ref()))
     }
 }
 
@@ -85,7 +86,7 @@ pub struct Signature([u8; 32]);
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature(sha256={})", to_hex(&self.0))
+        write!(f, "Signature(sha256={:x})", HexDisplay(&self.0))
     }
 }
 
@@ -105,22 +106,18 @@ impl Signature {
             }
             None => text,
         };
-        let Some(digits) = hex.bytes().map(hex_value).collect::<Option<Vec<u8>>>() else {
-            return Err(malformed_signature(
-                "it holds a character that is not a hex digit".to_owned(),
-            ));
-        };
-        if digits.len() != 64 {
-            return Err(malformed_signature(format!(
-                "it has {} hex digits, not 64",
-                digits.len()
-            )));
-        }
         let mut bytes = [0u8; 32];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-            *byte = pair[0] << 4 | pair[1];
+        match base16ct::mixed::decode(hex, &mut bytes) {
+            Ok(decoded) if decoded.len() == 32 => Ok(Signature(bytes)),
+            // Not decoded: say why, a stray character before a wrong count.
+            _ if !hex.bytes().all(|b| b.is_ascii_hexdigit()) => Err(malformed_signature(
+                "it holds a character that is not a hex digit".to_owned(),
+            )),
+            _ => Err(malformed_signature(format!(
+                "it has {} hex digits, not 64",
+                hex.len()
+            ))),
         }
-        Ok(Signature(bytes))
     }
 
     /// The signature's bytes.
@@ -175,25 +172,6 @@ fn matching_secret(body: &[u8], signature: &Signature, secrets: &[Secret]) -> Op
     }
     found
 }
-/// Lowercase hex of `bytes`.
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -233,6 +211,7 @@ mod tests {
         let want = Signature::parse(&format!("sha256={hex}")).unwrap();
         assert_eq!(want.as_bytes()[0], 0x5b);
         assert_eq!(want.as_bytes()[31], 0x43);
+        assert_eq!(format!("{want:?}"), format!("Signature(sha256={hex})"));
         for other in [
             hex.to_owned(),
             hex.to_uppercase(),
@@ -269,6 +248,17 @@ mod tests {
             "--signature is malformed: it has 63 hex digits, not 64; expected sha256= followed \
              by 64 hex digits"
         );
+        // A stray character is named before a wrong count, whatever the length.
+        for stray in [format!("{}g", &hex[..62]), "xyz".into(), format!("{hex}0_")] {
+            let e = Signature::parse(&format!("sha256={stray}")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("--signature is malformed: it holds a character that is not"),
+                "{stray:?}: {e}"
+            );
+        }
+        let e = Signature::parse("sha256=abc").unwrap_err();
+        assert!(e.to_string().contains("it has 3 hex digits, not 64"), "{e}");
     }
 
     #[test]
