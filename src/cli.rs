@@ -73,6 +73,8 @@ pub enum Command {
 pub struct ManArgs {
     /// Write cipherstream.1 and one cipherstream-<command>.1 per command into DIR (so the pages'
     /// cross-references resolve once installed), instead of all pages on standard output.
+    // This text is also the --help text, where <command> is meant literally.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }

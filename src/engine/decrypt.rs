@@ -134,7 +134,8 @@ const READER_GRACE: Duration = Duration::from_millis(250);
 /// Decrypt (`sink` is `Some`) or verify (`None`) one input, writing plaintext lines to `sink` in
 /// row order. Rows before a failing row have been written when the error is returned. Warnings
 /// (a row skipped with `skip_bad_rows`) go to `warn` as they happen. Every thread started is
-/// joined before this returns (but see [`READER_GRACE`]).
+/// joined before this returns (but a reader blocked on a stalled stream gets only a grace
+/// period, `READER_GRACE`).
 pub fn run(
     input: Ndjson,
     opener: &RowOpener,

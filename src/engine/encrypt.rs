@@ -48,7 +48,7 @@ const DEFLATE_LEVEL: u32 = 2;
 pub struct Options {
     /// Customer id bound into every row's AAD.
     pub customer_id: String,
-    /// `key_id` written into every row. MUST NOT need JSON escaping (see [`check_key_id`]).
+    /// `key_id` written into every row. MUST NOT need JSON escaping (see [`crate::format::seal::check_key_id`]).
     pub key_id: String,
     /// Container to write.
     pub format: Kind,

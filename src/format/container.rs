@@ -146,7 +146,7 @@ impl Head {
 }
 
 /// Read the first bytes of an input and tell its container. Refuses an input of 0 bytes
-/// ([`no_data`]) and a `--member` for an input that is not a ZIP ([`refuse_member`]).
+/// and a `--member` for an input that is not a ZIP.
 pub fn sniff(source: &mut impl Read, name: &str, member: Option<&str>) -> Result<Head> {
     let mut bytes = [0u8; 64];
     let len = read_head(source, &mut bytes).map_err(|e| Error::io(format!("reading {name}"), e))?;
