@@ -203,50 +203,6 @@ fn mode_0600() -> fs::Permissions {
         .expect("current directory")
 }
 
-/// True if `a` and `b` name the same existing regular file (so an output would overwrite its
-/// input). `-` stands for standard input: `decrypt - -o x.zip < x.zip` must be caught too.
-///
-/// Hand-written rather than BurntSushi's `same-file` crate, whose `Handle::from_path` opens each
-/// path for reading. An input may be a FIFO (`<(curl ...)`): opening and closing its read end
-/// before the real read wakes the writer, which can then write with no reader, die of `SIGPIPE`,
-/// and leave the real open waiting forever (a third of trial runs of `decrypt FIFO -o out` with
-/// the crate). Opening would also miss an output that can be looked up but not read. A `stat` of
-/// each path (an `fstat` of standard input) is all this needs; the crate's `Handle::stdin` would
-/// replace only the three lines of `stdin_metadata`.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let id = |p: &Path| {
-            let meta = if p.as_os_str() == "-" {
-                stdin_metadata()
-            } else {
-                fs::metadata(p).ok()
-            }?;
-            meta.is_file().then(|| (meta.dev(), meta.ino()))
-        };
-        matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
-    }
-    #[cfg(not(unix))]
-    {
-        if a.as_os_str() == "-" || b.as_os_str() == "-" {
-            return false;
-        }
-        match (fs::canonicalize(a), fs::canonicalize(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        }
-    }
-}
-
-/// What standard input is, from a duplicate of its descriptor (std offers no `fstat` on it).
-#[cfg(unix)]
-fn stdin_metadata() -> Option<fs::Metadata> {
-    use std::os::fd::AsFd;
-    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
-    File::from(fd).metadata().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

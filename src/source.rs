@@ -76,18 +76,49 @@ impl Input {
 
     /// True if the input is the existing regular file `dest` (so writing `dest` would destroy the
     /// input); standard input counts too (`decrypt - -o x.zip < x.zip`).
+    ///
+    /// Hand-written rather than BurntSushi's `same-file` crate, whose `Handle::from_path` opens
+    /// each path for reading. An input may be a FIFO (`<(curl ...)`): opening and closing its read
+    /// end before the real read wakes the writer, which can then write with no reader, die of
+    /// `SIGPIPE`, and leave the real open waiting forever (a third of trial runs of
+    /// `decrypt FIFO -o out` with the crate). Opening would also miss an output that can be looked
+    /// up but not read. A `stat` of each path (an `fstat` of standard input) is all this needs.
     pub fn is_same_file(&self, dest: &Path) -> bool {
-        let path = match self {
-            Input::Stdin => Path::new("-"),
-            Input::Path(path) => path,
-        };
-        crate::sink::same_file(path, dest)
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let input = match self {
+                Input::Stdin => stdin_metadata(),
+                Input::Path(path) => std::fs::metadata(path).ok(),
+            };
+            let id = |meta: std::fs::Metadata| meta.is_file().then(|| (meta.dev(), meta.ino()));
+            let input = input.and_then(id);
+            let dest = std::fs::metadata(dest).ok().and_then(id);
+            matches!((input, dest), (Some(x), Some(y)) if x == y)
+        }
+        #[cfg(not(unix))]
+        {
+            match (self, std::fs::canonicalize(dest)) {
+                (Input::Path(path), Ok(dest)) => {
+                    std::fs::canonicalize(path).is_ok_and(|p| p == dest)
+                }
+                _ => false,
+            }
+        }
     }
 
     /// Standard input attached to a terminal: reading it would wait for someone to type an export.
     pub fn is_interactive(&self) -> bool {
         matches!(self, Input::Stdin) && io::stdin().is_terminal()
     }
+}
+
+/// What standard input is, from a duplicate of its descriptor (std offers no `fstat` on it).
+#[cfg(unix)]
+fn stdin_metadata() -> Option<std::fs::Metadata> {
+    use std::os::fd::AsFd;
+    let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+    File::from(fd).metadata().ok()
 }
 
 /// An input ready to be opened.
