@@ -67,6 +67,7 @@ pub enum Command {
 pub struct ManArgs {
     /// Write cipherstream.1 and one cipherstream-<command>.1 per command into DIR (so the pages'
     /// cross-references resolve once installed), instead of all pages on standard output.
+    #[allow(rustdoc::invalid_html_tags)] // `<command>` is --help text, not HTML
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
 }

@@ -6,7 +6,7 @@
 //! (`/dev/stdin`, `<(curl ...)`) are read as streams, and a ZIP that arrives as a stream is first
 //! spooled to an unnamed temporary file (its directory is at its end; the spool holds ciphertext
 //! only, nothing the download did not). The engine receives the result, an
-//! [`Ndjson`](crate::format::container::Ndjson) reader, and never sees a path.
+//! [`Ndjson`] reader, and never sees a path.
 //!
 //! This is the seam for network sources: a source that resumes by byte offset (an HTTP download)
 //! yields a seekable reader or a stream, and nothing downstream changes.

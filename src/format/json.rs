@@ -536,7 +536,7 @@ mod scan {
         string::<false>(doc, i)
     }
 
-    /// As [`special_sse2`], 8 bytes at a time in a `u64` (any architecture).
+    /// As `special_sse2`, 8 bytes at a time in a `u64` (any architecture).
     #[inline(always)]
     fn special_swar(doc: &[u8], mut i: usize) -> usize {
         const ONES: u64 = u64::MAX / 255;

@@ -23,7 +23,7 @@ pub enum TimestampCheck {
     Within {
         /// Largest accepted distance in seconds.
         tolerance: u64,
-        /// Now, in Unix seconds (see [`now`]).
+        /// Now, in Unix seconds (see [`now`](crate::time::now)).
         now: i64,
     },
 }

@@ -11,7 +11,7 @@ use crate::text::shorten;
 /// Record `delivery_id` in the seen-file at `path` (one id per line, appended), or fail with exit 4
 /// when it is already there. The file is created with mode 0600 and held under an exclusive
 /// `flock` while it is read and appended, so concurrent verifiers (two cron jobs) agree on exactly
-/// one first delivery. Callers MUST call this only after [`verify`] succeeded: an unverified body
+/// one first delivery. Callers MUST call this only after [`verify`](super::body::verify) succeeded: an unverified body
 /// must never burn a delivery id.
 pub fn record_delivery(path: &Path, delivery_id: &str) -> Result<()> {
     let shown = path.display();
