@@ -2,6 +2,7 @@
 # Build the fuzz targets and run each for a bounded time, one after another, one process at a time.
 #
 #   bash fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     default: 600 s; line container export json roundtrip
+#   bash fuzz/run.sh 5                                     the smoke run CI does: every target 5 s
 #
 # Works on a STABLE toolchain: see fuzz/README.md. Exit status 1 if any target found a crash
 # (the input is in fuzz/artifacts/<target>/, the log in fuzz/logs/<target>.log; the report is printed).
@@ -15,7 +16,7 @@ declare -A max_len=([line]=16384 [container]=65536 [export]=65536 [json]=16384 [
 secs="${1:-600}"
 shift || true
 if ! [[ "$secs" =~ ^[1-9][0-9]*$ ]]; then
-    sed -n '2,4s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,5s/^# \{0,1\}//p' "$0" >&2
     exit 2
 fi
 if [ $# -eq 0 ]; then
