@@ -25,7 +25,7 @@ use zeroize::Zeroize;
 
 use crate::engine::progress::Progress;
 use crate::error::{Error, Result, RowError};
-use crate::format::container::{self, Meta, Ndjson};
+use crate::format::container::{self, Kind, Meta, Ndjson};
 use crate::format::nonce::NonceTracker;
 use crate::format::record::{RowOpener, NONCE_LEN, UTF8_BOM};
 use crate::warning::{Warn, Warning};
@@ -152,6 +152,7 @@ pub fn run(
     } = input;
     let threads = opts.threads.max(1);
     let cancel = Arc::new(AtomicBool::new(false));
+    let draining = Arc::new(AtomicBool::new(false));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = mpsc::channel::<Done>();
@@ -190,6 +191,7 @@ pub fn run(
         let work_rx = work_rx.clone();
         let worker_done = done_tx.clone();
         let worker_cancel = cancel.clone();
+        let worker_draining = draining.clone();
         let mut opener = opener.clone();
         let decrypting = sink.is_some();
         let skip = opts.skip_bad_rows;
@@ -204,6 +206,9 @@ pub fn run(
                     Err(_) => return,
                 };
                 let done = match work {
+                    Ok(Work::Chunk(chunk)) if worker_draining.load(Ordering::Relaxed) => {
+                        hash_only(chunk, &rows)
+                    }
                     Ok(Work::Chunk(chunk)) => {
                         open_chunk(&mut opener, chunk, &rows, max_line, decrypting, skip)
                     }
@@ -245,7 +250,7 @@ pub fn run(
     drop(work_rx);
 
     let result = release_in_order(
-        &name, &meta, &done_rx, &mut sink, progress, opts, &pool_tx, warn,
+        &name, &meta, &done_rx, &mut sink, progress, opts, &pool_tx, warn, &draining,
     );
     if result.is_err() {
         cancel.store(true, Ordering::Relaxed);
@@ -543,6 +548,33 @@ fn index_lines(
     None
 }
 
+/// A chunk read only to check the container after a row failed: its bytes are hashed when the
+/// CRC-32 is the caller's to check, and no row is opened.
+fn hash_only(chunk: Chunk, numbers: &RowNumbers) -> Done {
+    let crc = chunk.crc.then(|| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&chunk.data[..chunk.end]);
+        h
+    });
+    // Chunks claim their row numbers in sequence; this one holds none that matter any more.
+    numbers.claim(chunk.seq, 0);
+    Done {
+        seq: chunk.seq,
+        out: chunk.out,
+        data: chunk.data,
+        lines: chunk.lines,
+        rows: 0,
+        crc,
+        crc_gate: false,
+        released: 0,
+        key_ids: Vec::new(),
+        nonces: Vec::new(),
+        skipped: Vec::new(),
+        error: None,
+        end: None,
+    }
+}
+
 /// Number and open every row of a chunk. Stops at the first bad row unless `skip` is set; a line
 /// that is too long always stops.
 fn open_chunk(
@@ -670,6 +702,7 @@ fn release_in_order(
     opts: &Options,
     pool: &Sender<Buffers>,
     warn: &dyn Warn,
+    draining: &AtomicBool,
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut nonces = NonceTracker::new(opts.exact_nonce_check);
@@ -677,6 +710,8 @@ fn release_in_order(
     let mut next = 0u64;
     let expected_crc = meta.crc32;
     let mut crc = crc32fast::Hasher::new();
+    // The first row that failed, held while the rest of a compressed container is checked.
+    let mut failed_row: Option<Error> = None;
     summary.container = Some(meta.kind.name());
     summary.member = meta.member.clone();
     progress.set_total(meta.total);
@@ -686,23 +721,41 @@ fn release_in_order(
         while let Some(mut done) = pending.remove(&next) {
             next += 1;
             if let Some(end) = done.end.take() {
-                match end? {
-                    ReadEnd::Complete => check_crc(name, expected_crc, &crc)?,
-                    ReadEnd::LineTooLong => {
-                        return Err(Error::Row {
-                            input: name.to_owned(),
-                            row: summary.rows,
-                            kind: RowError::TooLong {
-                                limit: opts.max_line_bytes,
-                            },
-                        })
-                    }
+                let ended = match end {
+                    Ok(ReadEnd::Complete) => check_crc(name, expected_crc, &crc),
+                    Ok(ReadEnd::LineTooLong) => Err(Error::Row {
+                        input: name.to_owned(),
+                        row: summary.rows,
+                        kind: RowError::TooLong {
+                            limit: opts.max_line_bytes,
+                        },
+                    }),
+                    Err(e) => Err(e),
+                };
+                if let Some(failed_row) = failed_row {
+                    // The container was read to its end after a row failed: only an intact one
+                    // makes the row's failure the verdict.
+                    return Err(match ended {
+                        Err(e @ Error::Container { .. }) => e,
+                        _ => failed_row,
+                    });
                 }
+                ended?;
                 summary.nonce_reuse = nonces.finish();
                 return Ok(summary);
             }
             if let Some(h) = done.crc.take() {
                 crc.combine(&h);
+            }
+            if failed_row.is_some() {
+                // Draining after a failed row: nothing more is released.
+                recycle(
+                    pool,
+                    std::mem::take(&mut done.data),
+                    std::mem::take(&mut done.out),
+                    std::mem::take(&mut done.lines),
+                );
+                continue;
             }
             if done.crc_gate {
                 check_crc(name, expected_crc, &crc)?;
@@ -744,11 +797,21 @@ fn release_in_order(
             }
             progress.advance(summary.released);
             if let Some((row, kind)) = done.error.take() {
-                return Err(Error::Row {
+                let e = Error::Row {
                     input: name.to_owned(),
                     row,
                     kind,
-                });
+                };
+                if meta.kind == Kind::Plain {
+                    return Err(e);
+                }
+                // A flipped bit in compressed data changes the bytes after it, and the row it
+                // lands in then fails to authenticate: tampering, as far as that row can tell.
+                // Only the container's own check (CRC-32, sizes, the deflate stream) tells a
+                // damaged download from a tampered export, so read it to its end first, opening
+                // no more rows (issue 12, item 5).
+                draining.store(true, Ordering::Relaxed);
+                failed_row = Some(e);
             }
         }
     }

@@ -600,10 +600,29 @@ pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
         kind => {
             let what = match e.kind() {
                 io::ErrorKind::UnexpectedEof => "is truncated".to_owned(),
-                _ => format!("is corrupt ({e})"),
+                _ => format!("is corrupt ({})", corruption(&e)),
             };
             Error::container(input, format!("the {} data {what}", kind.name()))
         }
+    }
+}
+
+/// What is wrong with damaged compressed data, in the user's terms rather than the decoder's
+/// (`corrupt gzip stream does not have a matching checksum`, zlib's `invalid distance too far
+/// back`): issue 12, item 9. Messages of our own (sizes that do not match) pass through.
+fn corruption(e: &io::Error) -> String {
+    let text = e.to_string();
+    let decoder = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<flate2::DecompressError>());
+    if text.contains("matching checksum") {
+        "its CRC-32 or length does not match the one its trailer records".to_owned()
+    } else if decoder || text.contains("corrupt deflate stream") {
+        "the compressed data is invalid".to_owned()
+    } else if text.contains("invalid gzip header") {
+        "a gzip header is invalid".to_owned()
+    } else {
+        text
     }
 }
 

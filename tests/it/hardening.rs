@@ -973,3 +973,73 @@ fn a_long_blank_line_is_refused_at_every_thread_count() {
         }
     }
 }
+
+/// Issue 12, item 5: a bit flipped inside a ZIP's or gzip's compressed data is a damaged
+/// download (exit 1, download it again), not tampering (exit 3), even though the row it lands in
+/// no longer authenticates; nothing is written to -o.
+#[test]
+fn a_corrupted_download_is_a_container_failure_not_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_key = private_key(dir.path(), "demo/demo.key");
+    let vec_key = private_key(dir.path(), "keys/customer.key");
+    let demo = std::fs::read(fixtures().join(DEMO_ZIP)).unwrap();
+    let start = {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&demo)).unwrap();
+        let start = zip.by_index_raw(0).unwrap().data_start().unwrap();
+        start as usize
+    };
+    let gzip = std::fs::read(vector("gzip.ndjson.gz")).unwrap();
+    let cases = [
+        (
+            "flipped.zip",
+            demo.clone(),
+            start + 200,
+            DEMO_ID,
+            &demo_key,
+            "the ZIP data is corrupt (its CRC-32 does not match the one the archive records)",
+        ),
+        (
+            "flipped.ndjson.gz",
+            gzip.clone(),
+            gzip.len() / 2,
+            VEC_ID,
+            &vec_key,
+            "the gzip data is corrupt (its CRC-32 or length does not match the one its trailer \
+             records)",
+        ),
+        (
+            "early.ndjson.gz",
+            gzip.clone(),
+            40,
+            VEC_ID,
+            &vec_key,
+            "the gzip data is corrupt (the compressed data is invalid)",
+        ),
+    ];
+    for (name, mut bytes, at, customer, key, what) in cases {
+        bytes[at] ^= 1;
+        let input = dir.path().join(name);
+        std::fs::write(&input, &bytes).unwrap();
+        let dest = dir.path().join(format!("{name}.out"));
+        let out = cipherstream()
+            .arg("decrypt")
+            .arg(&input)
+            .args(["--customer-id", customer, "--key-file"])
+            .arg(key)
+            .arg("-o")
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert_eq!(
+            String::from_utf8(out.stderr).unwrap(),
+            format!(
+                "error: {}: {what}\nhint: check that the download completed (compare its size \
+                 with the webhook's file_size_bytes) and that this is the export file itself\n",
+                input.display()
+            ),
+            "{name}"
+        );
+        assert!(!dest.exists(), "{name}");
+    }
+}

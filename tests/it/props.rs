@@ -207,6 +207,108 @@ proptest! {
     }
 }
 
+/// A fixed export of 300 realistic rows, for the corruption test: (key, customer, NDJSON).
+fn corruption_export() -> &'static ([u8; 32], String, Vec<u8>) {
+    static EXPORT: std::sync::OnceLock<([u8; 32], String, Vec<u8>)> = std::sync::OnceLock::new();
+    EXPORT.get_or_init(|| {
+        let key = [0x5c; 32];
+        let customer = "cust_corrupt".to_owned();
+        let records: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                format!(
+                    r#"{{"appointment_id":"apt_{i:05}","patient":"Patient {i}","status":"completed","amount":{}.{:02}}}"#,
+                    i * 7 % 500,
+                    i % 100
+                )
+                .into_bytes()
+            })
+            .collect();
+        let plain = export(&key, &customer, "kid", &records, &["\n"], &[false], true);
+        (key, customer, plain)
+    })
+}
+
+/// The byte range a bit flip may hit: a ZIP member's compressed data, or a gzip member's deflate
+/// data and trailer.
+fn compressed_range(wrapped: &[u8], container: Container) -> std::ops::Range<usize> {
+    match container {
+        Container::Gzip => 10..wrapped.len(),
+        Container::Zip => {
+            let mut zip = zip::ZipArchive::new(std::io::Cursor::new(wrapped)).unwrap();
+            let entry = zip.by_index_raw(0).unwrap();
+            let start = entry.data_start().unwrap() as usize;
+            start..start + entry.compressed_size() as usize
+        }
+        Container::Plain => unreachable!("plain NDJSON has no container to damage"),
+    }
+}
+
+/// Whether another reader of the container (the `zip` crate's checked reader; flate2's gzip
+/// decoder, which checks CRC-32 and size) reads it without error: the container is intact.
+fn container_is_intact(wrapped: &[u8], container: Container) -> bool {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match container {
+        Container::Gzip => flate2::read::MultiGzDecoder::new(wrapped)
+            .read_to_end(&mut out)
+            .is_ok(),
+        Container::Zip => zip::ZipArchive::new(std::io::Cursor::new(wrapped))
+            .and_then(|mut z| {
+                z.by_index(0)?.read_to_end(&mut out)?;
+                Ok(())
+            })
+            .is_ok(),
+        Container::Plain => true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Issue 12, item 5: a bit flipped anywhere in the compressed data of a ZIP or gzip export is a
+    /// container failure (exit 1: download it again), never an authentication failure (exit 3:
+    /// tampering), unless the container is intact, and then the export decrypts in full.
+    #[test]
+    fn a_flipped_bit_in_compressed_data_is_a_container_failure_unless_the_container_is_intact(
+        zip in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+        threads in 1usize..3,
+    ) {
+        let (key, customer, plain) = corruption_export();
+        let container = if zip { Container::Zip } else { Container::Gzip };
+        let mut damaged = wrap(plain, container);
+        let range = compressed_range(&damaged, container);
+        let i = range.start + at.index(range.len());
+        damaged[i] ^= 1 << bit;
+        let intact = container_is_intact(&damaged, container);
+        let (out, result) = decrypt(&damaged, key, customer, threads);
+        match result {
+            Ok(rows) => {
+                prop_assert!(intact, "byte {} bit {}: decrypted a damaged container", i, bit);
+                prop_assert_eq!(rows, 300);
+                prop_assert_eq!(&out, &plain_output(plain));
+            }
+            Err(Error::Container { .. }) => {
+                prop_assert!(!intact, "byte {} bit {}: an intact container called damaged", i, bit);
+            }
+            Err(other) => prop_assert!(
+                false,
+                "byte {} bit {}: {} (exit {}), not a container failure",
+                i, bit, other, other.exit().code()
+            ),
+        }
+    }
+}
+
+/// What decrypting the corruption test's export writes: each record, compact, on its line.
+fn plain_output(export: &[u8]) -> Vec<u8> {
+    let (key, customer, _) = corruption_export();
+    let (out, result) = decrypt(export, key, customer, 1);
+    assert_eq!(result.unwrap(), 300);
+    out
+}
+
 /// Flip one bit of the nonce (part 0), ciphertext (1) or tag (2) of a line, re-encoding it.
 fn flip(line: &[u8], part: usize, bit: prop::sample::Index) -> Vec<u8> {
     flip_at(line, part, |bits| bit.index(bits))
