@@ -38,6 +38,28 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// The more severe of two statuses, for a run over several inputs (issue 12, item 7): the
+    /// run's status must not depend on the order of its inputs, and an authentication failure
+    /// (possible tampering) must never hide behind another input's lesser failure. From most to
+    /// least severe: 3 (authentication), 2 (usage), 1 (any other failure), 4 (a duplicate
+    /// delivery), 0.
+    pub fn most_severe(self, other: Exit) -> Exit {
+        let rank = |e: Exit| match e {
+            Exit::Success => 0,
+            Exit::Duplicate => 1,
+            Exit::Failure => 2,
+            Exit::Usage => 3,
+            Exit::Auth => 4,
+            // A signal ends the process before any summary; rank it above all the same.
+            Exit::HungUp | Exit::Interrupted | Exit::Quit | Exit::Terminated => 5,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// Why a row could not be released.
@@ -283,7 +305,7 @@ pub enum Error {
         failed: usize,
         /// How many inputs there were.
         total: usize,
-        /// The exit status of the first failure.
+        /// The most severe of the failures' statuses ([`Exit::most_severe`]).
         exit: Exit,
     },
     /// A signal stopped the work; everything was cleaned up.

@@ -4,14 +4,15 @@
 //! (a stream with a hole in it is worse than a short one); with `-o` they are concatenated into one
 //! file that appears only if every input succeeded; with `--output-dir` each input is its own
 //! atomic file, so a bad third input of five leaves the other four written, its own previous file
-//! untouched, and the run exits with the first failure's status (issue 2, item 7).
+//! untouched, and the run exits with the most severe failure's status, whatever the order of the
+//! inputs (issue 2, item 7; issue 12, item 7).
 
 use std::collections::HashSet;
 use std::io::Write;
 
 use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, Reading};
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 use crate::sink::{AtomicFile, Output};
 use crate::source::Input;
 
@@ -63,7 +64,7 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
             }
         }
         refuse_overwriting_inputs(inputs, &dests)?;
-        let mut first_failure = None;
+        let mut worst: Option<Exit> = None;
         let mut failed = 0;
         for (input, dest) in inputs.iter().zip(&dests) {
             let result = AtomicFile::create(dest).and_then(|mut file| {
@@ -73,10 +74,10 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
             if let Err(e) = result {
                 report(&e);
                 failed += 1;
-                first_failure.get_or_insert(e.exit());
+                worst = Some(worst.map_or(e.exit(), |w| w.most_severe(e.exit())));
             }
         }
-        return match first_failure {
+        return match worst {
             None => Ok(()),
             Some(exit) => Err(Error::Inputs {
                 failed,
@@ -112,16 +113,18 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
 
 /// How a run to standard output ends. Without skipped rows: as the error that stopped it, if any
 /// (a closed pipe stays quiet, exit 0). With skipped rows it is always a failure, whatever came
-/// after (a reader that went away must not turn a salvage into a success): exit 1 or 3, as the
-/// first input with skips.
+/// after (a reader that went away must not turn a salvage into a success): exit 1 or 3, the most
+/// severe of the failures.
 fn outcome(salvaged: Vec<Error>, stopped: Option<Error>, total: usize) -> Result<()> {
-    let Some(first) = salvaged.first() else {
+    let Some(first_exit) = salvaged.first().map(Error::exit) else {
         return stopped.map_or(Ok(()), Err);
     };
-    let exit = first.exit();
     let quiet = stopped.as_ref().is_some_and(Error::is_broken_pipe);
     let mut failures: Vec<Error> = salvaged;
     failures.extend(stopped.filter(|_| !quiet));
+    let exit = failures
+        .iter()
+        .fold(first_exit, |worst, e| worst.most_severe(e.exit()));
     if failures.len() == 1 {
         return Err(failures.pop().expect("one"));
     }

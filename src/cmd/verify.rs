@@ -1,7 +1,7 @@
 //! `cipherstream verify`: authenticate every row, write no plaintext, summarise each input.
 //!
 //! Every input is checked even when an earlier one failed (a check should report everything it
-//! can); the exit status is the first failure's. Unlike `decrypt`, nonce reuse is checked exactly
+//! can); the exit status is the most severe failure's (`Exit::most_severe`), whatever the order. Unlike `decrypt`, nonce reuse is checked exactly
 //! and is a failure (exit 3): an export with a repeated nonce can no longer be trusted.
 
 use std::io::Write;
@@ -11,13 +11,13 @@ use serde_json::json;
 use crate::cli::VerifyArgs;
 use crate::cmd::{report, Reading};
 use crate::engine::decrypt::Summary;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 
 /// Run `verify`.
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let reading = Reading::resolve(&args.read, true, false)?;
     let inputs = &args.read.inputs;
-    let mut first_failure = None;
+    let mut worst: Option<Exit> = None;
     let mut failed = 0;
     let mut unwritten = None;
     for input in inputs {
@@ -34,7 +34,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         if let Err(e) = &result {
             report(e);
             failed += 1;
-            first_failure.get_or_insert(e.exit());
+            worst = Some(worst.map_or(e.exit(), |w| w.most_severe(e.exit())));
         }
         // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
         // neither stops the checking of the other inputs nor hides a failure.
@@ -45,7 +45,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             }
         }
     }
-    match (first_failure, unwritten) {
+    match (worst, unwritten) {
         (Some(exit), _) => Err(Error::Inputs {
             failed,
             total: inputs.len(),

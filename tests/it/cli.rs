@@ -430,3 +430,41 @@ fn verify_json_reports_every_input_and_the_first_failure_status() {
         "{stderr}"
     );
 }
+
+/// Issue 12, item 7: with a malformed input (exit 1) and a tampered one (exit 3), the run exits 3
+/// in either order, for `verify` and for `decrypt --output-dir`.
+#[test]
+fn several_failing_inputs_exit_with_the_most_severe_status_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let tampered = fixtures().join("vectors/auth_tag_flipped_row2.ndjson");
+    let malformed = dir.path().join("malformed.ndjson");
+    std::fs::write(&malformed, "{\"encrypted_data\":\"no colons here\"}\n").unwrap();
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    for order in [[&malformed, &tampered], [&tampered, &malformed]] {
+        for decrypt in [false, true] {
+            let mut cmd = cipherstream();
+            cmd.arg(if decrypt { "decrypt" } else { "verify" })
+                .args(["--customer-id", "cust_4f9a2c71", "--key-file"])
+                .arg(&key)
+                .args(order);
+            if decrypt {
+                cmd.arg("--output-dir").arg(&outdir);
+            }
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{order:?} decrypt={decrypt}: {stderr}"
+            );
+            assert!(stderr.contains("row 0: malformed line"), "{stderr}");
+            assert!(stderr.contains("row 2: authentication failed"), "{stderr}");
+            assert!(
+                stderr.ends_with("error: 2 of 2 inputs failed\n"),
+                "{stderr}"
+            );
+        }
+    }
+}
