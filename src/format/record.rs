@@ -89,6 +89,46 @@ struct Line<'a> {
     encrypted_data: Cow<'a, str>,
 }
 
+/// What is wrong with the base64 of a line's `iv` or `blob`, in the user's terms rather than the
+/// decoder's (`Invalid symbol 95, offset 7.`, `Output slice too small`): issue 12, item 9. The
+/// offending character is named only when it is printable ASCII (the line is untrusted text).
+fn base64_problem(part: &str, text: &[u8], e: &base64::DecodeSliceError) -> String {
+    use base64::{DecodeError, DecodeSliceError};
+    let character = |b: u8| match b {
+        b'!'..=b'~' => format!("'{}'", char::from(b)),
+        _ => format!("byte 0x{b:02x}"),
+    };
+    match e {
+        DecodeSliceError::OutputSliceTooSmall => format!(
+            "{part} is too long: it decodes to more than the {} bytes it must have",
+            NONCE_LEN
+        ),
+        DecodeSliceError::DecodeError(DecodeError::InvalidByte(at, b)) => {
+            // The first character outside the alphabet, whichever the engine (SIMD or not)
+            // happened to report; a misplaced '=' is the engine's to name.
+            let first = text
+                .iter()
+                .position(|&c| !(c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'='));
+            let (at, b) = first.map_or((*at, *b), |i| (i, text[i]));
+            format!(
+                "{part} is not valid base64: {} at character {at} is not in the standard alphabet",
+                character(b)
+            )
+        }
+        DecodeSliceError::DecodeError(DecodeError::InvalidLength(_)) => format!(
+            "{part} is not valid base64: its length is not a whole number of base64 groups (cut \
+             short?)"
+        ),
+        DecodeSliceError::DecodeError(DecodeError::InvalidLastSymbol { offset, .. }) => format!(
+            "{part} is not valid base64: its last character (at {offset}) is not a valid ending \
+             (cut short or altered?)"
+        ),
+        DecodeSliceError::DecodeError(DecodeError::InvalidPadding) => {
+            format!("{part} is not valid base64: its '=' padding is wrong")
+        }
+    }
+}
+
 /// A UTF-8 byte order mark, ignored at the start of an export (SPEC: inputs and containers).
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -326,7 +366,7 @@ impl RowOpener {
         let n = self
             .b64
             .decode_slice(blob_b64, &mut out[start..])
-            .map_err(|e| RowError::Malformed(format!("blob is not valid base64 ({e})")))?;
+            .map_err(|e| RowError::Malformed(base64_problem("blob", blob_b64, &e)))?;
         if n < TAG_LEN {
             return Err(RowError::Malformed(format!(
                 "blob decodes to {n} bytes, shorter than the 16-byte tag"
@@ -371,7 +411,7 @@ impl RowOpener {
         let n = self
             .b64
             .decode_slice(iv_b64, &mut iv)
-            .map_err(|e| RowError::Malformed(format!("iv is not valid base64 ({e})")))?;
+            .map_err(|e| RowError::Malformed(base64_problem("iv", iv_b64, &e)))?;
         if n != NONCE_LEN {
             return Err(RowError::Malformed(format!(
                 "iv decodes to {n} bytes; AES-GCM here needs a 12-byte nonce"
@@ -525,11 +565,35 @@ pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
 
 /// Check that `out[start..]` is one UTF-8 JSON document, and compact it onto one line if it spans
 /// several (SPEC section 3). A single-line plaintext is left byte-for-byte as it is.
+/// What is wrong with a plaintext that is not JSON. `NaN`, `Infinity` and `-Infinity` are named
+/// (issue 12, item 10): Python's `json.dumps` writes them for float NaN and infinities unless told
+/// `allow_nan=False`, and the vendor's own sample reads them back, but they are not JSON and most
+/// JSON readers (jq 1.7, serde_json, JavaScript's `JSON.parse`) refuse them. Rows holding them are
+/// refused rather than passed on: a pass-through flag would hand invalid JSON to the next tool
+/// in the pipe, and the sender is the one to fix. Only the token is named, never other bytes.
+fn plaintext_problem(plaintext: &[u8], e: &crate::format::json::JsonError) -> String {
+    let at = |i: usize, token: &[u8]| plaintext.get(i..).is_some_and(|t| t.starts_with(token));
+    let token = [&b"-Infinity"[..], b"NaN", b"Infinity"]
+        .into_iter()
+        .find(|t| at(e.offset, t) || (e.offset > 0 && at(e.offset - 1, t) && t[0] == b'-'));
+    match token {
+        Some(token) => {
+            format!(
+            "{} at byte {} is not JSON: JSON has no NaN or Infinity (Python's json.dumps writes \
+             them for float NaN and infinities unless allow_nan=False)",
+            String::from_utf8_lossy(token),
+            if at(e.offset, token) { e.offset } else { e.offset - 1 }
+        )
+        }
+        None => e.to_string(),
+    }
+}
+
 fn check_and_compact(out: &mut Vec<u8>, start: usize) -> Result<(), RowError> {
     let plaintext = &out[start..];
     // UTF-8, JSON and line breaks in one pass (see `json`).
     let breaks = crate::format::json::validate_breaks(plaintext)
-        .map_err(|e| RowError::Plaintext(e.to_string()))?;
+        .map_err(|e| RowError::Plaintext(plaintext_problem(plaintext, &e)))?;
     if breaks {
         let mut kept = start;
         let mut in_string = false;
@@ -727,6 +791,75 @@ mod tests {
             m(br#"{"encrypted_data":"a","encrypted_data":"b"}"#),
             "\"encrypted_data\" appears more than once"
         );
+    }
+
+    /// Issue 12, item 9: base64 errors are said in the user's terms, never the decoder's.
+    #[test]
+    fn bad_base64_is_described_in_the_users_terms() {
+        let mut o = opener("c");
+        let m = |o: &mut RowOpener, value: &str| {
+            let line = format!("{{\"encrypted_data\":\"{value}\"}}");
+            match o.open_into(0, line.as_bytes(), &mut Vec::new()) {
+                Err(RowError::Malformed(s)) => s,
+                other => panic!("{other:?}"),
+            }
+        };
+        let blob = "A".repeat(40);
+        assert_eq!(
+            m(&mut o, &format!("k:AAAA_AAAAAAAAAAA:{blob}")),
+            "iv is not valid base64: '_' at character 4 is not in the standard alphabet"
+        );
+        assert_eq!(
+            m(&mut o, &format!("k:{}:{blob}", "A".repeat(40))),
+            "iv is too long: it decodes to more than the 12 bytes it must have"
+        );
+        assert_eq!(
+            m(&mut o, "k:AAAAAAAAAAAAAAAA:AAAAA"),
+            "blob is not valid base64: its length is not a whole number of base64 groups (cut \
+             short?)"
+        );
+        assert_eq!(
+            m(
+                &mut o,
+                &format!("k:AAAAAAAAAAAAAAAA:{}\\u00e9", "A".repeat(39))
+            ),
+            "blob is not valid base64: byte 0xc3 at character 39 is not in the standard alphabet"
+        );
+        assert_eq!(
+            m(&mut o, &format!("k:AAAAAAAAAAAAAAAA:{}B", "A".repeat(22))),
+            "blob is not valid base64: its last character (at 22) is not a valid ending (cut \
+             short or altered?)"
+        );
+    }
+
+    /// Issue 12, item 10: NaN and Infinity are named, and the row is refused.
+    #[test]
+    fn nan_and_infinity_are_named() {
+        let mut o = opener("c");
+        for (plaintext, want) in [
+            (&br#"{"a": NaN}"#[..], "NaN at byte 6"),
+            (br#"{"a":Infinity}"#, "Infinity at byte 5"),
+            (br#"[1,-Infinity]"#, "-Infinity at byte 3"),
+        ] {
+            let line = line_for("c", 0, "k", plaintext);
+            let mut out = Vec::new();
+            match o.open_into(0, &line, &mut out) {
+                Err(RowError::Plaintext(s)) => assert_eq!(
+                    s,
+                    format!(
+                        "{want} is not JSON: JSON has no NaN or Infinity (Python's json.dumps \
+                         writes them for float NaN and infinities unless allow_nan=False)"
+                    )
+                ),
+                other => panic!("{other:?}"),
+            }
+            assert!(out.is_empty());
+        }
+        let line = line_for("c", 0, "k", br#"{"a": Nope}"#);
+        match o.open_into(0, &line, &mut Vec::new()) {
+            Err(RowError::Plaintext(s)) => assert_eq!(s, "expected a value at byte 6"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
