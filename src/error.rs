@@ -90,6 +90,11 @@ pub enum Diagnosis {
         /// The index the line authenticates as.
         actual: u64,
     },
+    /// The line authenticates as row `with`, and the line at `with`'s place as this row.
+    Swapped {
+        /// The other row of the pair.
+        with: u64,
+    },
 }
 
 /// What is wrong with a webhook body whose signature verified (exit 1).
@@ -376,6 +381,10 @@ impl Error {
                      (the two look the same)"
                         .into(),
                 ),
+                RowError::Auth(Diagnosis::Swapped { with }) => Some(format!(
+                    "rows {row} and {with} are swapped: each line authenticates at the other's \
+                     place, so the export was reordered after it was sealed; download it again"
+                )),
                 RowError::Auth(Diagnosis::Displaced { actual }) if actual > row => Some(format!(
                     "the line authenticates as row {actual}: {} row(s) are missing before it",
                     actual - row

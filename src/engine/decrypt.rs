@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroize;
 
 use crate::engine::progress::Progress;
-use crate::error::{Error, Result, RowError};
+use crate::error::{Diagnosis, Error, Result, RowError};
 use crate::format::container::{self, Kind, Meta, Ndjson};
 use crate::format::nonce::NonceTracker;
 use crate::format::record::{RowOpener, NONCE_LEN, UTF8_BOM};
@@ -548,6 +548,32 @@ fn index_lines(
     None
 }
 
+/// A line that authenticates as a later row `actual` is either a sign of missing rows or half of
+/// a swap. When the line at `actual`'s place is in this chunk and authenticates as `row`, the two
+/// are swapped (issue 12, item 9: two swapped rows were called "1 row(s) missing"). `lines[0]` is
+/// the failing line.
+fn swapped(
+    opener: &mut RowOpener,
+    kind: RowError,
+    row: u64,
+    lines: &[(usize, usize)],
+    data: &[u8],
+) -> RowError {
+    let RowError::Auth(Diagnosis::Displaced { actual }) = kind else {
+        return kind;
+    };
+    let partner = actual
+        .checked_sub(row)
+        .and_then(|offset| usize::try_from(offset).ok())
+        .and_then(|offset| lines.get(offset));
+    match partner {
+        Some(&(s, e)) if opener.authenticates_as(row, &data[s..e]) => {
+            RowError::Auth(Diagnosis::Swapped { with: actual })
+        }
+        _ => kind,
+    }
+}
+
 /// A chunk read only to check the container after a row failed: its bytes are hashed when the
 /// CRC-32 is the caller's to check, and no row is opened.
 fn hash_only(chunk: Chunk, numbers: &RowNumbers) -> Done {
@@ -639,6 +665,7 @@ fn open_chunk(
                 }
             }
             Err(kind) => {
+                let kind = swapped(opener, kind, row, &lines[i..], &data);
                 if skip {
                     skipped.push((row, kind));
                 } else {

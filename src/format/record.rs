@@ -255,6 +255,14 @@ impl RowOpener {
         }
     }
 
+    /// Whether `line` authenticates as row `row` (its plaintext is wiped at once, never released).
+    pub fn authenticates_as(&mut self, row: u64, line: &[u8]) -> bool {
+        let mut scratch = Vec::new();
+        let ok = self.open_into(row, line, &mut scratch).is_ok();
+        scratch.zeroize();
+        ok
+    }
+
     /// The AAD bytes of `row` (for tests).
     pub fn aad_for(&mut self, row: u64) -> &[u8] {
         self.aad.for_row(row)

@@ -805,6 +805,12 @@ fn authentication_failures_say_what_moved() {
         hint("auth_row2_deleted.ndjson", &[]),
         "the line authenticates as row 3: 1 row(s) are missing before it"
     );
+    // Issue 12, item 9: a swap is called a swap, not "1 row(s) missing".
+    assert_eq!(
+        hint("auth_rows_swapped_2_3.ndjson", &[]),
+        "rows 2 and 3 are swapped: each line authenticates at the other's place, so the export \
+         was reordered after it was sealed; download it again"
+    );
     assert_eq!(
         hint("auth_row1_duplicated.ndjson", &[]),
         "the line authenticates as row 1: 1 row(s) are duplicated (or inserted, or reordered) \
