@@ -103,6 +103,8 @@ pub enum Diagnosis {
 pub enum BodyProblem {
     /// The body is not JSON (the parser's message).
     NotJson(String),
+    /// The body nests deeper than the JSON parser's limit of 128 levels.
+    TooDeep,
     /// The body is JSON but not an object.
     NotObject,
     /// No `timestamp` field.
@@ -158,6 +160,15 @@ pub enum Error {
     Io {
         /// What was being done, naming the path.
         what: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Writing decrypted rows failed (a full disk, a size limit, a closed pipe).
+    Write {
+        /// The input being decrypted.
+        input: String,
+        /// Where the rows were going (`standard output`, a path).
+        output: String,
         /// The operating system's error.
         source: io::Error,
     },
@@ -252,6 +263,12 @@ pub enum Error {
         /// The method's number.
         code: u16,
     },
+    /// The ZIP member is encrypted with a password (ZipCrypto or AES): the vendor's exports never
+    /// are, so someone re-packed it (exit 1).
+    PasswordProtected {
+        /// The input as the user named it.
+        input: String,
+    },
     /// `--member` names no member of the ZIP (exit 1).
     MemberNotFound {
         /// The input as the user named it.
@@ -313,8 +330,14 @@ pub enum Error {
         /// The most severe of the failures' statuses ([`Exit::most_severe`]).
         exit: Exit,
     },
-    /// A signal stopped the work; everything was cleaned up.
-    Interrupted(Exit),
+    /// A signal stopped the work; every temporary output file was removed.
+    Interrupted {
+        /// The status the signal stands for (129, 130, 131, 143).
+        exit: Exit,
+        /// Rows already written to standard output, when the output went there: that output is
+        /// incomplete.
+        stdout_rows: Option<u64>,
+    },
 }
 
 impl Error {
@@ -350,20 +373,30 @@ impl Error {
             Error::DuplicateDelivery { .. } => Exit::Duplicate,
             Error::RowsSkipped { exit, .. }
             | Error::Inputs { exit, .. }
-            | Error::Interrupted(exit) => *exit,
+            | Error::Interrupted { exit, .. } => *exit,
             _ => Exit::Failure,
         }
     }
 
     /// True when this error is a closed standard output (`| head`): not an error at all.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, Error::Io { source, .. } | Error::Write { source, .. }
+            if source.kind() == io::ErrorKind::BrokenPipe)
     }
 
     /// What to check or run next, if there is something useful to say.
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Usage(_) => Some("run with --help for usage".into()),
+            Error::Write { output, source, .. } if disk_full(source) => Some(format!(
+                "the disk that holds {output} is full, or a file size limit was reached: free \
+                 space (or raise the limit) and run again"
+            )),
+            Error::Io { source, .. } if disk_full(source) => Some(
+                "the disk is full, or a file size limit was reached: free space (or raise the \
+                 limit) and run again"
+                    .into(),
+            ),
             Error::Key(_) => Some(
                 "the key is the base64 text of 32 random bytes, as the vendor issued it; \
                  give it with --key-file PATH, CIPHERSTREAM_KEY_FILE or CIPHERSTREAM_KEY"
@@ -484,6 +517,12 @@ impl Error {
             Error::MemberNotFound { .. } => {
                 Some("give --member one of the names listed, exactly".into())
             }
+            Error::PasswordProtected { .. } => Some(
+                "the vendor's exports are not password-protected, so this ZIP was re-packed: use \
+                 the export as downloaded, or unpack it with its password (unzip -P) and decrypt \
+                 the .ndjson inside"
+                    .into(),
+            ),
             Error::NoNdjsonMember { .. } => Some("choose one with --member NAME".into()),
             Error::MalformedSignature(_) => {
                 Some("pass the X-CipherStream-Signature header's value exactly as received".into())
@@ -528,6 +567,11 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(msg) | Error::Key(msg) => f.write_str(msg),
             Error::Io { what, source } => write!(f, "{what}: {}", io_message(source)),
+            Error::Write {
+                input,
+                output,
+                source,
+            } => write!(f, "{input}: cannot write {output}: {}", io_message(source)),
             Error::Container { input, detail } => write!(f, "{input}: {detail}"),
             Error::AmbiguousArchive { input, members } => write!(
                 f,
@@ -622,6 +666,11 @@ impl fmt::Display for Error {
                 "{input}: the ZIP member is compressed with {method} (method {code}), which \
                  cipherstream does not read (the vendor's exports are deflated or stored)"
             ),
+            Error::PasswordProtected { input } => write!(
+                f,
+                "{input}: the ZIP member is encrypted with a password, which cipherstream does \
+                 not read"
+            ),
             Error::MemberNotFound {
                 input,
                 wanted,
@@ -678,16 +727,22 @@ impl fmt::Display for Error {
                 seen_file.display()
             ),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
-            Error::Interrupted(exit) => write!(
-                f,
-                "interrupted by {}; no output file was left behind",
-                match exit {
+            Error::Interrupted { exit, stdout_rows } => {
+                let signal = match exit {
                     Exit::Terminated => "SIGTERM",
                     Exit::HungUp => "SIGHUP",
                     Exit::Quit => "SIGQUIT",
                     _ => "SIGINT",
+                };
+                match stdout_rows {
+                    None => write!(f, "interrupted by {signal}; no output file was left behind"),
+                    Some(rows) => write!(
+                        f,
+                        "interrupted by {signal}; the output on standard output is incomplete: \
+                         it stops after {rows} complete row(s)"
+                    ),
                 }
-            ),
+            }
         }
     }
 }
@@ -695,7 +750,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Write { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -714,7 +769,7 @@ impl BodyProblem {
                 "BODY must be the request body alone, not the whole HTTP request or a file that \
                  wraps it"
             }
-            BodyProblem::NotObject => {
+            BodyProblem::NotObject | BodyProblem::TooDeep => {
                 "a CipherStream webhook body is a JSON object with event, timestamp and data"
             }
             BodyProblem::NoTimestamp | BodyProblem::TimestampNotString(_) => NO_TIMESTAMP,
@@ -737,6 +792,10 @@ impl fmt::Display for BodyProblem {
             BodyProblem::NotObject => {
                 f.write_str("the signature verified, but the body is not a JSON object")
             }
+            BodyProblem::TooDeep => f.write_str(
+                "the signature verified, but the body nests deeper than 128 levels, more than \
+                 any webhook body",
+            ),
             BodyProblem::NoTimestamp => f.write_str("the webhook body has no \"timestamp\" field"),
             BodyProblem::TimestampNotString(shown) => {
                 write!(f, "the webhook body's timestamp is not a string: {shown}")
@@ -760,6 +819,14 @@ impl fmt::Display for BodyProblem {
             BodyProblem::Unparsable(e) => write!(f, "not a JSON webhook body ({e})"),
         }
     }
+}
+
+/// A write failed for want of space: a full disk (ENOSPC) or a file size limit (EFBIG).
+fn disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge
+    )
 }
 
 /// The OS error text without Rust's " (os error N)" suffix.

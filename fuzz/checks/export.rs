@@ -7,8 +7,6 @@
 //! pipeline's threads are all gone within 5 s of `run` returning (see
 //! `common::wait_for_threads`). A panic on any thread aborts the process, which libFuzzer reports.
 
-use std::io::Write;
-
 use cipherstream::engine::decrypt as pipeline;
 use cipherstream::engine::progress::Progress;
 use cipherstream::error::Error;
@@ -29,7 +27,11 @@ pub fn check(data: &[u8]) {
                 ndjson,
                 &common::opener(),
                 &opts,
-                Some(&mut out as &mut dyn Write),
+                Some(pipeline::Destination {
+                    writer: &mut out,
+                    name: "output",
+                    written: None,
+                }),
                 &Progress::hidden(),
                 &Ignore,
             )

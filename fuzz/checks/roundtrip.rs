@@ -161,7 +161,11 @@ pub fn check(data: &[u8]) {
                 ndjson,
                 &common::opener(),
                 &opts,
-                Some(&mut out as &mut dyn Write),
+                Some(pipeline::Destination {
+                    writer: &mut out,
+                    name: "output",
+                    written: None,
+                }),
                 &Progress::hidden(),
                 &Ignore,
             )

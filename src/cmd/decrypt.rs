@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use crate::cli::DecryptArgs;
-use crate::cmd::{output_name, report, Reading};
+use crate::cmd::{output_name, report, signals, Reading};
+use crate::engine::decrypt::Destination;
 use crate::error::{Error, Exit, Result};
 use crate::sink::{AtomicFile, Output};
 use crate::source::Input;
@@ -36,8 +37,14 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     if let Some(dest) = output {
         refuse_overwriting_inputs(inputs, &[dest.to_path_buf()])?;
         let mut file = AtomicFile::create(dest)?;
+        let name = dest.display().to_string();
         for input in inputs {
-            reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+            let sink = Destination {
+                writer: &mut file,
+                name: &name,
+                written: None,
+            };
+            reading.process(input, Some(sink), "decrypted")?;
         }
         return file.commit();
     }
@@ -68,7 +75,13 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         let mut failed = 0;
         for (input, dest) in inputs.iter().zip(&dests) {
             let result = AtomicFile::create(dest).and_then(|mut file| {
-                reading.process(input, Some(&mut file as &mut dyn Write), "decrypted")?;
+                let name = dest.display().to_string();
+                let sink = Destination {
+                    writer: &mut file,
+                    name: &name,
+                    written: None,
+                };
+                reading.process(input, Some(sink), "decrypted")?;
                 file.commit()
             });
             if let Err(e) = result {
@@ -89,12 +102,18 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let rows_to_stdout = signals::rows_to_stdout();
     // With --skip-bad-rows an input whose bad rows were skipped has still been written (its rows
     // that authenticated are the salvage asked for) and the run goes on; any other error stops it.
     let mut salvaged = Vec::new();
     let mut stopped = None;
     for input in inputs {
-        match reading.process(input, Some(&mut out as &mut dyn Write), "decrypted") {
+        let sink = Destination {
+            writer: &mut out,
+            name: "standard output",
+            written: Some(rows_to_stdout),
+        };
+        match reading.process(input, Some(sink), "decrypted") {
             Ok(_) => {}
             Err(e @ Error::RowsSkipped { .. }) => salvaged.push(e),
             Err(e) => {

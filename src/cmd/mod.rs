@@ -19,7 +19,7 @@ use std::io::Write;
 
 use crate::cli::{Cli, Command, ReadArgs};
 use crate::engine;
-use crate::engine::decrypt::{Options, Summary};
+use crate::engine::decrypt::{Destination, Options, Summary};
 use crate::engine::progress::Progress;
 use crate::error::{Error, Exit, Result, RowError};
 use crate::format::record::RowOpener;
@@ -132,7 +132,7 @@ impl Reading {
     pub fn process(
         &self,
         input: &Input,
-        sink: Option<&mut dyn std::io::Write>,
+        sink: Option<Destination<'_>>,
         verb: &str,
     ) -> Result<Summary> {
         let name = input.name();

@@ -7,9 +7,21 @@
 //! was ignored when the process started stays ignored (`nohup`, background jobs).
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{Error, Exit};
 use crate::sink;
+
+/// Whether decrypted rows go to standard output, and how many complete rows have gone there.
+static STDOUT: (AtomicBool, AtomicU64) = (AtomicBool::new(false), AtomicU64::new(0));
+
+/// Note that decrypted rows go to standard output, and return the counter the engine advances
+/// as it writes them: a signal then says the output is incomplete and where it stops, rather than
+/// that no output file was left behind (issue 12, item 9).
+pub fn rows_to_stdout() -> &'static AtomicU64 {
+    STDOUT.0.store(true, Ordering::Relaxed);
+    &STDOUT.1
+}
 
 /// Start the watcher thread. Call once, before any output file is created.
 pub fn install() {
@@ -37,7 +49,12 @@ pub fn install() {
                 };
                 // Not eprintln!: it panics when stderr fails, and after SIGHUP the terminal is
                 // usually gone (EIO); a panic here would end this thread, not the process.
-                let _ = writeln!(io::stderr(), "error: {}", Error::Interrupted(exit));
+                let stdout_rows = STDOUT
+                    .0
+                    .load(Ordering::Relaxed)
+                    .then(|| STDOUT.1.load(Ordering::Relaxed));
+                let stopped = Error::Interrupted { exit, stdout_rows };
+                let _ = writeln!(io::stderr(), "error: {stopped}");
                 if signal == SIGQUIT {
                     // SIGQUIT's default action dumps core, and a core file would hold the key and
                     // plaintext: die of the signal without one.

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -131,6 +131,17 @@ struct Done {
 /// dropped). A file, a spooled ZIP or an in-memory input always ends well within it.
 const READER_GRACE: Duration = Duration::from_millis(250);
 
+/// Where decrypted rows go, and how it is named in messages (`standard output`, a path).
+pub struct Destination<'a> {
+    /// The writer.
+    pub writer: &'a mut dyn Write,
+    /// Its name in messages.
+    pub name: &'a str,
+    /// Advanced by the rows written to `writer`, once they are written (for a caller that must
+    /// say how far the output got if it is stopped).
+    pub written: Option<&'a AtomicU64>,
+}
+
 /// Decrypt (`sink` is `Some`) or verify (`None`) one input, writing plaintext lines to `sink` in
 /// row order. Rows before a failing row have been written when the error is returned. Warnings
 /// (a row skipped with `skip_bad_rows`) go to `warn` as they happen. Every thread started is
@@ -140,7 +151,7 @@ pub fn run(
     input: Ndjson,
     opener: &RowOpener,
     opts: &Options,
-    mut sink: Option<&mut dyn Write>,
+    mut sink: Option<Destination<'_>>,
     progress: &Progress,
     warn: &dyn Warn,
 ) -> Result<Summary> {
@@ -724,7 +735,7 @@ fn release_in_order(
     name: &str,
     meta: &Meta,
     done_rx: &Receiver<Done>,
-    sink: &mut Option<&mut dyn Write>,
+    sink: &mut Option<Destination<'_>>,
     progress: &Progress,
     opts: &Options,
     pool: &Sender<Buffers>,
@@ -788,8 +799,16 @@ fn release_in_order(
                 check_crc(name, expected_crc, &crc)?;
             }
             if let Some(sink) = sink.as_mut() {
-                sink.write_all(&done.out)
-                    .map_err(|e| Error::io("writing the output", e))?;
+                sink.writer
+                    .write_all(&done.out)
+                    .map_err(|source| Error::Write {
+                        input: name.to_owned(),
+                        output: sink.name.to_owned(),
+                        source,
+                    })?;
+                if let Some(written) = sink.written {
+                    written.fetch_add(done.released, Ordering::Relaxed);
+                }
             }
             // Only `out[..len]` can hold plaintext (see `Done`): wiping the spare capacity too,
             // as `Vec::zeroize` does, byte by byte, cost ~5% of a decrypt's CPU (issue 3).

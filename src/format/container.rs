@@ -364,10 +364,9 @@ fn open_zip<R: Read + Seek + Send + 'static>(
         )
     };
     if encrypted {
-        return Err(Error::container(
-            name,
-            "cannot read the ZIP member (the member is encrypted: a password-protected ZIP)",
-        ));
+        return Err(Error::PasswordProtected {
+            input: name.to_owned(),
+        });
     }
     if method != zip::CompressionMethod::Stored && method != zip::CompressionMethod::Deflated {
         // Not damage: a ZIP made by another tool (bzip2, LZMA, zstd). Say so.

@@ -85,8 +85,15 @@ pub fn verify(
         input: input.to_owned(),
         problem,
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| unusable(BodyProblem::NotJson(e.to_string())))?;
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json refuses nesting deeper than 128 levels with a syntax error; it is JSON, just
+        // deeper than any webhook body (issue 12, item 9).
+        unusable(if e.to_string().starts_with("recursion limit exceeded") {
+            BodyProblem::TooDeep
+        } else {
+            BodyProblem::NotJson(e.to_string())
+        })
+    })?;
     if !json.is_object() {
         return Err(unusable(BodyProblem::NotObject));
     }
@@ -218,6 +225,26 @@ mod tests {
         assert!(check_timestamp("b", "t", i64::MIN, i64::MAX, u64::MAX - 1).is_err());
         assert!(check_timestamp("b", "t", i64::MAX, i64::MIN, u64::MAX - 1).is_err());
         assert!(check_timestamp("b", "t", 0, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn a_body_nested_too_deep_is_called_that_not_malformed() {
+        let body = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let sig = Signature::parse(&secret("k").signature_header(body.as_bytes())).unwrap();
+        let e = verify(
+            "b",
+            body.as_bytes(),
+            &sig,
+            &[secret("k")],
+            TimestampCheck::Skip,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b: the signature verified, but the body nests deeper than 128 levels, more than any \
+             webhook body"
+        );
+        assert_eq!(e.exit(), Exit::Failure);
     }
 
     #[test]

@@ -333,9 +333,15 @@ fn stdout_on_a_full_disk_is_an_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // Issue 12, item 9: the message names the input and the output, and the hint says why.
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "error: writing the output: No space left on device\n"
+        format!(
+            "error: {}: cannot write standard output: No space left on device\nhint: the disk \
+             that holds standard output is full, or a file size limit was reached: free space \
+             (or raise the limit) and run again\n",
+            fixtures().join(DEMO_ZIP).display()
+        )
     );
 }
 
@@ -364,7 +370,14 @@ fn output_file_hitting_a_size_limit_leaves_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(
+        stderr.ends_with(&format!(
+            "error: writing {}: File too large\nhint: the disk is full, or a file size limit was \
+             reached: free space (or raise the limit) and run again\n",
+            dest.display()
+        )),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), b"old\n");
     let mut names = entries(dir.path());
     names.retain(|n| n != "demo.key");
@@ -1048,4 +1061,106 @@ fn a_corrupted_download_is_a_container_failure_not_tampering() {
         );
         assert!(!dest.exists(), "{name}");
     }
+}
+
+/// Issue 12, item 9: a password-protected ZIP is named as such, with a hint about re-packing,
+/// not told to "check that the download completed".
+#[test]
+fn a_password_protected_zip_is_named_as_such() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("job.ndjson", opts).unwrap();
+    zip.write_all(&std::fs::read(vector("plain.ndjson")).unwrap())
+        .unwrap();
+    let mut bytes = zip.finish().unwrap().into_inner();
+    // Set general-purpose flag bit 0 (encrypted) in the local header and the directory entry.
+    bytes[6] |= 1;
+    let cd = bytes.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    bytes[cd + 8] |= 1;
+    let input = dir.path().join("locked.zip");
+    std::fs::write(&input, &bytes).unwrap();
+    let out = cipherstream()
+        .arg("verify")
+        .arg(&input)
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: {0}: the ZIP member is encrypted with a password, which cipherstream does not \
+             read\nhint: the vendor's exports are not password-protected, so this ZIP was \
+             re-packed: use the export as downloaded, or unpack it with its password (unzip -P) \
+             and decrypt the .ndjson inside\n",
+            input.display()
+        )
+    );
+}
+
+/// Issue 12, item 9: SIGINT while the rows go to standard output says that output is incomplete
+/// and how far it got, not that "no output file was left behind".
+#[cfg(unix)]
+#[test]
+fn sigint_while_writing_to_stdout_says_the_output_is_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let export = std::fs::read(vector("plain.ndjson")).unwrap();
+    let rows = export
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    let stdout_file = dir.path().join("stdout");
+    let mut command = StdCommand::new(bin());
+    command
+        .args(["decrypt", "-", "--customer-id", VEC_ID, "--key-file"])
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&stdout_file).unwrap())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and only calls signal(2), which is
+    // async-signal-safe; it restores the default disposition a test harness may have changed.
+    #[allow(unsafe_code, clippy::multiple_unsafe_ops_per_block)]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&export).unwrap();
+    stdin.flush().unwrap();
+    // The rows sent are written as they arrive (standard input is a stream); wait for all of
+    // them, then interrupt the run while it waits for more.
+    let started = Instant::now();
+    while std::fs::read(&stdout_file)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        < rows
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "rows never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe_kill(child.id(), 2);
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: interrupted by SIGINT; the output on standard output is incomplete: it stops \
+             after {rows} complete row(s)\n"
+        )
+    );
 }

@@ -129,7 +129,11 @@ fn decrypt(
             ndjson,
             &opener,
             &opts,
-            Some(&mut out),
+            Some(pipeline::Destination {
+                writer: &mut out,
+                name: "output",
+                written: None,
+            }),
             &Progress::hidden(),
             &Ignore,
         )
