@@ -6,6 +6,7 @@ mod fuzz_regressions;
 mod hardening;
 mod json_diff;
 mod props;
+mod readme;
 mod util;
 mod vectors;
 mod webhook;
