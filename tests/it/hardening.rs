@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command as StdCommand, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::util::{
     cipherstream, entries, fixtures, private_key, python_cryptography_available, sha256_hex,
@@ -781,13 +781,19 @@ fn under_pty(command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// True if script(1) is there to give a command a terminal (it must be, under CI).
+fn script_available() -> bool {
+    let there = StdCommand::new("script").arg("--version").output().is_ok();
+    assert!(
+        there || std::env::var_os("CI").is_none(),
+        "script(1) is needed under CI"
+    );
+    there
+}
+
 #[test]
 fn progress_and_summary_on_a_terminal_only() {
-    if StdCommand::new("script").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "script(1) is needed under CI"
-        );
+    if !script_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -821,6 +827,30 @@ fn progress_and_summary_on_a_terminal_only() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stderr.is_empty());
+}
+
+/// Rows going to a terminal get no progress bar on the same screen: its redraws left a stale bar
+/// line among the data (issue 12, item 12). The screen holds the rows and nothing else.
+#[test]
+fn no_progress_bar_among_rows_on_a_terminal() {
+    if !script_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let plain = vector("plain.ndjson");
+    // A pause long enough for a bar to draw, between rows.
+    let screen = under_pty(&format!(
+        "(head -n 3 {p}; sleep 1.2; tail -n +4 {p}) | {} decrypt - --customer-id {VEC_ID} \
+         --key-file {}",
+        bin().display(),
+        key.display(),
+        p = plain.display(),
+    ));
+    let rows = String::from_utf8(decrypt_vector("plain.ndjson", &[]).stdout).unwrap();
+    assert_eq!(rows.lines().count(), 7);
+    // The terminal turns each "\n" into "\r\n".
+    assert_eq!(screen, rows.replace('\n', "\r\n"));
 }
 
 #[test]
