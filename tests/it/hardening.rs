@@ -346,6 +346,70 @@ fn stdout_on_a_full_disk_is_an_error() {
     );
 }
 
+/// A ZIP from standard input is spooled to `$TMPDIR`, which needs room for the whole ZIP: a spool
+/// that cannot be made or filled says where, how far it got, and what to do (issue 12, item 12).
+#[test]
+fn a_zip_from_standard_input_that_tmpdir_cannot_hold_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    let run = |tmpdir: &std::path::Path, limit: &str| {
+        StdCommand::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"trap '' XFSZ; {limit} exec "$0" decrypt - --customer-id {DEMO_ID} --key-file "$1""#
+            ))
+            .arg(bin())
+            .arg(&key)
+            .env("TMPDIR", tmpdir)
+            .stdin(std::fs::File::open(fixtures().join(DEMO_ZIP)).unwrap())
+            .output()
+            .unwrap()
+    };
+    // No such directory.
+    let missing = dir.path().join("no-such-dir");
+    let out = run(&missing, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: <stdin>: cannot create a temporary file in {} ($TMPDIR) to spool the ZIP: No \
+             such file or directory\nhint: a ZIP read from standard input is first copied to \
+             $TMPDIR (a ZIP's index is at its end): set TMPDIR to a writable directory with room \
+             for the ZIP, or pass the ZIP by path, which needs no copy\n",
+            missing.display()
+        )
+    );
+    // Full: a file size limit (4 blocks of 512 bytes in dash, of 1024 in bash) stands in for a full
+    // disk; the 4612-byte ZIP does not fit.
+    let out = run(dir.path(), "ulimit -f 4;");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let expected = |n: u64| {
+        format!(
+            "error: <stdin>: spooling the ZIP to a temporary file in {} ($TMPDIR) failed after {n} \
+             bytes: File too large\nhint: a ZIP read from standard input is first copied to \
+             $TMPDIR (a ZIP's index is at its end), which needs free space there the size of the \
+             ZIP, more than {n} bytes here: set TMPDIR to a directory with room, or pass the ZIP \
+             by path, which needs no copy\n",
+            dir.path().display()
+        )
+    };
+    assert!(
+        stderr == expected(2048) || stderr == expected(4096),
+        "{stderr}"
+    );
+    // With room, the same run works, and leaves nothing in $TMPDIR.
+    let out = run(dir.path(), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.stdout,
+        std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap()
+    );
+    assert_eq!(entries(dir.path()), ["demo.key"]);
+}
+
 #[test]
 fn output_file_hitting_a_size_limit_leaves_nothing() {
     // RLIMIT_FSIZE with SIGXFSZ ignored makes writes fail with EFBIG, like a full disk.
