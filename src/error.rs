@@ -172,6 +172,17 @@ pub enum Error {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A ZIP arriving as a stream could not be spooled to a temporary file (a full `$TMPDIR`).
+    Spool {
+        /// The input as the user named it.
+        input: String,
+        /// The directory of the temporary file (`$TMPDIR`, else the system's default).
+        dir: PathBuf,
+        /// Bytes spooled before the failure; `None` when the file could not be created.
+        written: Option<u64>,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// The input is not a readable ZIP, gzip or NDJSON export.
     Container {
         /// The input as the user named it.
@@ -397,6 +408,22 @@ impl Error {
                  limit) and run again"
                     .into(),
             ),
+            Error::Spool {
+                written: Some(written),
+                source,
+                ..
+            } if disk_full(source) => Some(format!(
+                "a ZIP read from standard input is first copied to $TMPDIR (a ZIP's index is at \
+                 its end), which needs free space there the size of the ZIP, more than \
+                 {written} bytes here: set TMPDIR to a directory with room, or pass the ZIP by \
+                 path, which needs no copy"
+            )),
+            Error::Spool { .. } => Some(
+                "a ZIP read from standard input is first copied to $TMPDIR (a ZIP's index is at \
+                 its end): set TMPDIR to a writable directory with room for the ZIP, or pass the \
+                 ZIP by path, which needs no copy"
+                    .into(),
+            ),
             Error::Key(_) => Some(
                 "the key is the base64 text of 32 random bytes, as the vendor issued it; \
                  give it with --key-file PATH, CIPHERSTREAM_KEY_FILE or CIPHERSTREAM_KEY"
@@ -572,6 +599,29 @@ impl fmt::Display for Error {
                 output,
                 source,
             } => write!(f, "{input}: cannot write {output}: {}", io_message(source)),
+            Error::Spool {
+                input,
+                dir,
+                written: None,
+                source,
+            } => write!(
+                f,
+                "{input}: cannot create a temporary file in {} ($TMPDIR) to spool the ZIP: {}",
+                dir.display(),
+                io_message(source)
+            ),
+            Error::Spool {
+                input,
+                dir,
+                written: Some(written),
+                source,
+            } => write!(
+                f,
+                "{input}: spooling the ZIP to a temporary file in {} ($TMPDIR) failed after \
+                 {written} bytes: {}",
+                dir.display(),
+                io_message(source)
+            ),
             Error::Container { input, detail } => write!(f, "{input}: {detail}"),
             Error::AmbiguousArchive { input, members } => write!(
                 f,
@@ -751,6 +801,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } | Error::Write { source, .. } => Some(source),
+            Error::Spool { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -4,9 +4,9 @@
 //! named in messages. [`Source::ndjson`] opens it and finds the NDJSON inside
 //! (`format::container`): a regular file is read with random access; standard input and FIFOs
 //! (`/dev/stdin`, `<(curl ...)`) are read as streams, and a ZIP that arrives as a stream is first
-//! spooled to an unnamed temporary file (its directory is at its end; the spool holds ciphertext
-//! only, nothing the download did not). The engine receives the result, an
-//! [`Ndjson`] reader, and never sees a path.
+//! spooled to an unnamed temporary file in `$TMPDIR` (its directory is at its end; the spool holds
+//! ciphertext only, nothing the download did not, and needs free space the size of the ZIP). The
+//! engine receives the result, an [`Ndjson`] reader, and never sees a path.
 //!
 //! This is the seam for network sources: a source that resumes by byte offset (an HTTP download)
 //! yields a seekable reader or a stream, and nothing downstream changes.
@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -214,14 +214,8 @@ impl Source {
                 if head.kind != Kind::Zip {
                     return container::open_stream(head, stream, &name);
                 }
-                let mut spool = tempfile::tempfile()
-                    .map_err(|e| Error::io("creating a temporary file to spool the ZIP", e))?;
-                let mut all = io::Cursor::new(head.bytes()).chain(stream);
-                let len = io::copy(&mut all, &mut spool)
-                    .map_err(|e| Error::io(format!("spooling the ZIP from {name}"), e))?;
-                spool
-                    .seek(SeekFrom::Start(0))
-                    .map_err(|e| Error::io("rewinding the spool", e))?;
+                let all = io::Cursor::new(head.bytes()).chain(stream);
+                let (spool, len) = spool(all, &name)?;
                 container::open_seekable(spool, &name, len, member)
             }
         }
@@ -238,4 +232,45 @@ impl Source {
         read.map_err(|e| Error::io(format!("cannot read {name}"), e))?;
         Ok(body)
     }
+}
+
+/// Copy a ZIP that arrives as a stream to an unnamed temporary file in `$TMPDIR` (a ZIP is read
+/// from its end) and return it rewound, with its length. The copy needs free space there the size
+/// of the ZIP, so a failed write says where and after how many bytes (issue 12, item 12).
+fn spool(mut from: impl Read, name: &str) -> Result<(File, u64)> {
+    let dir = std::env::temp_dir();
+    let failed = |written, source| Error::Spool {
+        input: name.to_owned(),
+        dir: dir.clone(),
+        written,
+        source,
+    };
+    let mut spool = tempfile::tempfile_in(&dir).map_err(|e| failed(None, e))?;
+    let mut buf = vec![0; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(format!("cannot read {name}"), e)),
+        };
+        // Written piece by piece, so that `len` counts what reached the file.
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match spool.write(rest) {
+                Ok(0) => return Err(failed(Some(len), io::ErrorKind::WriteZero.into())),
+                Ok(k) => {
+                    len += k as u64;
+                    rest = &rest[k..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(failed(Some(len), e)),
+            }
+        }
+    }
+    spool
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| failed(Some(len), e))?;
+    Ok((spool, len))
 }

@@ -23,10 +23,7 @@ pub fn man(args: &ManArgs) -> Result<()> {
     collect_pages(Cli::command(), "cipherstream", &mut pages);
     let mut all = Vec::new();
     for (name, page) in pages {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(page)
-            .render(&mut out)
-            .map_err(|e| Error::io("rendering the man page", e))?;
+        let out = render(page).map_err(|e| Error::io("rendering the man page", e))?;
         match &args.out_dir {
             Some(dir) => {
                 let path = dir.join(format!("{name}.1"));
@@ -45,6 +42,83 @@ pub fn man(args: &ManArgs) -> Result<()> {
         return Ok(());
     }
     write_stdout(&all)
+}
+
+/// One man page: clap_mangen's, except for the text after the options (`after_help`), which
+/// clap_mangen puts under a heading "EXTRA" as lines run together (issue 12, item 12). It becomes
+/// the sections man pages have for it, before VERSION: EXIT STATUS, a tagged list, from the
+/// paragraph headed "Exit status:"; ENVIRONMENT from the rest (where the key, customer id and
+/// webhook secret come from). `--help` stays as it is: one text, two renderings.
+fn render(page: clap::Command) -> std::io::Result<Vec<u8>> {
+    let after = page.get_after_help().map(ToString::to_string);
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page.after_help(None::<&'static str>)).render(&mut out)?;
+    let Some(after) = after else {
+        return Ok(out);
+    };
+    let mut roff = String::from_utf8(out).map_err(std::io::Error::other)?;
+    let at = [".SH VERSION", ".SH AUTHORS"]
+        .iter()
+        .filter_map(|heading| roff.find(&format!("\n{heading}\n")).map(|i| i + 1))
+        .min()
+        .unwrap_or(roff.len());
+    roff.insert_str(at, &after_help_sections(&after));
+    Ok(roff.into_bytes())
+}
+
+/// The roff sections for an `after_help` text: paragraphs apart by blank lines; in the one headed
+/// "Exit status:", each entry is `  CODE  WHAT` and a line indented further continues the one
+/// before.
+fn after_help_sections(text: &str) -> String {
+    let mut statuses: Vec<(&str, String)> = Vec::new();
+    let mut notes = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let Some(entries) = paragraph.strip_prefix("Exit status:\n") else {
+            notes.push(paragraph.split_whitespace().collect::<Vec<_>>().join(" "));
+            continue;
+        };
+        for line in entries.lines() {
+            match (line.strip_prefix("   "), statuses.last_mut()) {
+                (Some(more), Some((_, what))) => {
+                    what.push(' ');
+                    what.push_str(more.trim());
+                }
+                _ => {
+                    let (code, what) = line.trim().split_once("  ").unwrap_or((line.trim(), ""));
+                    statuses.push((code, what.trim().to_owned()));
+                }
+            }
+        }
+    }
+    let mut roff = String::new();
+    if !statuses.is_empty() {
+        roff.push_str(".SH \"EXIT STATUS\"\n");
+        for (code, what) in &statuses {
+            roff.push_str(&format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff_text(code),
+                roff_text(what)
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        roff.push_str(".SH ENVIRONMENT\n");
+        for note in &notes {
+            roff.push_str(&format!(".PP\n{}\n", roff_text(note)));
+        }
+    }
+    roff
+}
+
+/// `text` as one line of roff: backslashes and hyphens escaped (`\-` is the minus sign that
+/// options are typed with), and a leading `.` or `'` kept from being read as a request.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 /// `cmd` as the page `name`, then its subcommands as `name-<sub>`, depth first.
@@ -66,4 +140,41 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing standard output", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_help_becomes_exit_status_and_environment_sections() {
+        let text =
+            "Exit status:\n  0  success\n  3  authentication failed: a row did not verify;\n     \
+                    or the row count differs from --expect-rows\n  129, 143  stopped by \
+                    SIGHUP or SIGTERM\n\nSecrets come from --key-file, else\nCIPHERSTREAM_KEY.";
+        assert_eq!(
+            after_help_sections(text),
+            ".SH \"EXIT STATUS\"\n\
+             .TP\n\\fB0\\fR\nsuccess\n\
+             .TP\n\\fB3\\fR\nauthentication failed: a row did not verify; or the row count \
+             differs from \\-\\-expect\\-rows\n\
+             .TP\n\\fB129, 143\\fR\nstopped by SIGHUP or SIGTERM\n\
+             .SH ENVIRONMENT\n\
+             .PP\nSecrets come from \\-\\-key\\-file, else CIPHERSTREAM_KEY.\n"
+        );
+        assert_eq!(roff_text(".x 'y' a\\b"), "\\&.x 'y' a\\eb");
+    }
+
+    #[test]
+    fn man_pages_have_an_exit_status_section_before_version_and_no_extra() {
+        let page = Cli::command().name("cipherstream");
+        let roff = String::from_utf8(render(page).unwrap()).unwrap();
+        assert!(!roff.contains("EXTRA"), "{roff}");
+        let exit = roff
+            .find(".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nsuccess\n")
+            .unwrap();
+        let environment = roff.find(".SH ENVIRONMENT\n").unwrap();
+        let version = roff.find(".SH VERSION\n").unwrap();
+        assert!(exit < environment && environment < version, "{roff}");
+    }
 }

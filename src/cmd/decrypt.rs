@@ -103,6 +103,7 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rows_to_stdout = signals::rows_to_stdout();
+    let reading = reading.to_stdout();
     // With --skip-bad-rows an input whose bad rows were skipped has still been written (its rows
     // that authenticated are the salvage asked for) and the run goes on; any other error stops it.
     let mut salvaged = Vec::new();

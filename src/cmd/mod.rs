@@ -15,7 +15,7 @@ pub mod webhook;
 
 use std::path::{Path, PathBuf};
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use crate::cli::{Cli, Command, ReadArgs};
 use crate::engine;
@@ -125,6 +125,16 @@ impl Reading {
             expect_rows,
             show_progress: !args.quiet,
         })
+    }
+
+    /// The same, for rows written to standard output: no progress bar when that is a terminal.
+    /// The bar is redrawn on standard error, the same screen, and rows landing between its
+    /// redraws would leave stale bar lines among the data (issue 12, item 12); the rows appearing
+    /// are the progress then. Clearing the bar before every write would flicker and cost a
+    /// lock per batch for nothing a reader needs.
+    pub fn to_stdout(mut self) -> Reading {
+        self.show_progress &= !std::io::stdout().is_terminal();
+        self
     }
 
     /// Process one input (decrypting into `sink`, or verifying when `sink` is `None`) and apply

@@ -335,6 +335,13 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
         roff.contains("authentication failed"),
         "the exit statuses are in the man page"
     );
+    // In a section of their own, one tagged paragraph per status, not under "EXTRA" with the
+    // table's lines run together (issue 12, item 12).
+    assert!(!roff.contains("EXTRA"), "{roff}");
+    assert!(
+        roff.contains(".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nsuccess\n.TP\n\\fB1\\fR\n"),
+        "{roff}"
+    );
     // --out-dir: one file per page, and every page the main one refers to is there.
     let dir = tempfile::tempdir().unwrap();
     let out = cipherstream()
@@ -364,6 +371,20 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
     for page in &pages {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert_eq!(text.matches(".TH ").count(), 1, "{page}");
+        // The pages whose --help ends with the exit statuses.
+        let with_statuses = [
+            "cipherstream.1",
+            "cipherstream-decrypt.1",
+            "cipherstream-verify.1",
+            "cipherstream-encrypt.1",
+            "cipherstream-webhook-verify.1",
+        ]
+        .contains(&page.as_str());
+        assert_eq!(
+            text.matches(".SH \"EXIT STATUS\"\n").count(),
+            usize::from(with_statuses),
+            "{page}"
+        );
         // Every page referred to (`cipherstream\-decrypt(1)` in roff) is one of the files.
         for rest in text.split("cipherstream\\-").skip(1) {
             if let Some((name, _)) = rest.split_once("(1)") {

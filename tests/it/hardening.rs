@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{
     cipherstream, entries, fixtures, private_key, python_cryptography_available, sha256_hex,
+    wait_until_writing,
 };
 
 const DEMO_ZIP: &str = "demo/appointments_1758630144658_c7511999.zip";
@@ -345,6 +346,70 @@ fn stdout_on_a_full_disk_is_an_error() {
     );
 }
 
+/// A ZIP from standard input is spooled to `$TMPDIR`, which needs room for the whole ZIP: a spool
+/// that cannot be made or filled says where, how far it got, and what to do (issue 12, item 12).
+#[test]
+fn a_zip_from_standard_input_that_tmpdir_cannot_hold_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "demo/demo.key");
+    let run = |tmpdir: &std::path::Path, limit: &str| {
+        StdCommand::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"trap '' XFSZ; {limit} exec "$0" decrypt - --customer-id {DEMO_ID} --key-file "$1""#
+            ))
+            .arg(bin())
+            .arg(&key)
+            .env("TMPDIR", tmpdir)
+            .stdin(std::fs::File::open(fixtures().join(DEMO_ZIP)).unwrap())
+            .output()
+            .unwrap()
+    };
+    // No such directory.
+    let missing = dir.path().join("no-such-dir");
+    let out = run(&missing, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: <stdin>: cannot create a temporary file in {} ($TMPDIR) to spool the ZIP: No \
+             such file or directory\nhint: a ZIP read from standard input is first copied to \
+             $TMPDIR (a ZIP's index is at its end): set TMPDIR to a writable directory with room \
+             for the ZIP, or pass the ZIP by path, which needs no copy\n",
+            missing.display()
+        )
+    );
+    // Full: a file size limit (4 blocks of 512 bytes in dash, of 1024 in bash) stands in for a full
+    // disk; the 4612-byte ZIP does not fit.
+    let out = run(dir.path(), "ulimit -f 4;");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let expected = |n: u64| {
+        format!(
+            "error: <stdin>: spooling the ZIP to a temporary file in {} ($TMPDIR) failed after {n} \
+             bytes: File too large\nhint: a ZIP read from standard input is first copied to \
+             $TMPDIR (a ZIP's index is at its end), which needs free space there the size of the \
+             ZIP, more than {n} bytes here: set TMPDIR to a directory with room, or pass the ZIP \
+             by path, which needs no copy\n",
+            dir.path().display()
+        )
+    };
+    assert!(
+        stderr == expected(2048) || stderr == expected(4096),
+        "{stderr}"
+    );
+    // With room, the same run works, and leaves nothing in $TMPDIR.
+    let out = run(dir.path(), "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.stdout,
+        std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap()
+    );
+    assert_eq!(entries(dir.path()), ["demo.key"]);
+}
+
 #[test]
 fn output_file_hitting_a_size_limit_leaves_nothing() {
     // RLIMIT_FSIZE with SIGXFSZ ignored makes writes fail with EFBIG, like a full disk.
@@ -437,15 +502,8 @@ fn interrupted_run(signal: i32) -> (std::process::Output, tempfile::TempDir) {
     stdin
         .write_all(&std::fs::read(vector("plain.ndjson")).unwrap())
         .unwrap();
-    // Wait until the temporary file exists: the run is under way.
-    let started = Instant::now();
-    while entries(dir.path()).len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "temporary file never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Wait until the temporary file is open: the run is under way.
+    wait_until_writing(dir.path(), || Some(child.id()));
     unsafe_kill(child.id(), signal);
     let out = child.wait_with_output().unwrap();
     drop(stdin);
@@ -495,6 +553,47 @@ fn sigterm_sigint_sighup_and_sigquit_during_output_leave_nothing() {
     }
 }
 
+/// SIGKILL (also what an out-of-memory kill sends) cannot be caught, so no handler can clean up:
+/// on Linux the output's temporary file has no name until the commit, and a killed run leaves
+/// nothing beside the target (issue 12, item 4).
+#[cfg(target_os = "linux")]
+#[test]
+fn sigkill_during_output_leaves_nothing() {
+    let (out, dir) = interrupted_run(9);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9));
+    assert!(out.stderr.is_empty());
+    assert_eq!(entries(dir.path()), ["customer.key", "out.ndjson"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("out.ndjson")).unwrap(),
+        b"previous\n"
+    );
+}
+
+/// Where a killed run could leave a named temporary file (no `O_TMPFILE`), the next run over the
+/// same target removes it: mode 0600, our owner, the name we give, and no live writer's lock.
+#[cfg(unix)]
+#[test]
+fn a_later_run_removes_a_killed_runs_temporary_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.ndjson");
+    let stale = dir.path().join(".out.ndjson.Ab3xY9.partial");
+    let foreign = dir.path().join(".out.ndjson.Zz9Zz9.partial");
+    for (path, mode) in [(&stale, 0o600), (&foreign, 0o644)] {
+        std::fs::write(path, "{\"patient\":\"plaintext\"}\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = decrypt_vector("plain.ndjson", &["-o", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty());
+    assert_eq!(
+        entries(dir.path()),
+        [".out.ndjson.Zz9Zz9.partial", "out.ndjson"],
+        "only the temporary file that is provably ours goes"
+    );
+}
+
 /// What a shell reports for a run ended by SIGTERM: 143.
 #[cfg(unix)]
 #[test]
@@ -516,24 +615,17 @@ fn a_shell_reports_143_for_a_run_ended_by_sigterm() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"\n").unwrap();
-    let started = Instant::now();
-    while entries(dir.path()).len() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no temporary file"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // The shell's child, from /proc (Linux).
     let sh = child.id();
-    let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
-    let pid = children
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!pid.is_empty(), "the tool's process was not found");
-    unsafe_kill(pid.parse().unwrap(), 15);
+    let pid = wait_until_writing(dir.path(), || {
+        std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    unsafe_kill(pid, 15);
     let out = child.wait_with_output().unwrap();
     drop(stdin);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "status 143\n");
@@ -561,14 +653,7 @@ fn a_signal_ignored_at_start_stays_ignored() {
     let mut stdin = child.stdin.take().unwrap();
     let (head, tail) = export.split_at(export.len() / 2);
     stdin.write_all(head).unwrap();
-    let started = Instant::now();
-    while entries(dir.path()).len() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no temporary file"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_writing(dir.path(), || Some(child.id()));
     unsafe_kill(child.id(), 1);
     std::thread::sleep(Duration::from_millis(100));
     stdin.write_all(tail).unwrap();
@@ -760,13 +845,19 @@ fn under_pty(command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// True if script(1) is there to give a command a terminal (it must be, under CI).
+fn script_available() -> bool {
+    let there = StdCommand::new("script").arg("--version").output().is_ok();
+    assert!(
+        there || std::env::var_os("CI").is_none(),
+        "script(1) is needed under CI"
+    );
+    there
+}
+
 #[test]
 fn progress_and_summary_on_a_terminal_only() {
-    if StdCommand::new("script").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "script(1) is needed under CI"
-        );
+    if !script_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -800,6 +891,30 @@ fn progress_and_summary_on_a_terminal_only() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stderr.is_empty());
+}
+
+/// Rows going to a terminal get no progress bar on the same screen: its redraws left a stale bar
+/// line among the data (issue 12, item 12). The screen holds the rows and nothing else.
+#[test]
+fn no_progress_bar_among_rows_on_a_terminal() {
+    if !script_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let plain = vector("plain.ndjson");
+    // A pause long enough for a bar to draw, between rows.
+    let screen = under_pty(&format!(
+        "(head -n 3 {p}; sleep 1.2; tail -n +4 {p}) | {} decrypt - --customer-id {VEC_ID} \
+         --key-file {}",
+        bin().display(),
+        key.display(),
+        p = plain.display(),
+    ));
+    let rows = String::from_utf8(decrypt_vector("plain.ndjson", &[]).stdout).unwrap();
+    assert_eq!(rows.lines().count(), 7);
+    // The terminal turns each "\n" into "\r\n".
+    assert_eq!(screen, rows.replace('\n', "\r\n"));
 }
 
 #[test]

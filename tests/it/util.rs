@@ -69,3 +69,36 @@ pub fn python_cryptography_available(test: &str) -> bool {
     }
     ok
 }
+
+/// Wait (up to 20 s) until the process that `pid` finds has its output file open in `dir`, and
+/// return its id: a new name in `dir` (a named temporary file), or a descriptor on a file in `dir`
+/// that has no name there, which is how `/proc/PID/fd` shows an unnamed `O_TMPFILE` (Linux:
+/// `DIR/#INODE (deleted)`).
+pub fn wait_until_writing(dir: &Path, pid: impl Fn() -> Option<u32>) -> u32 {
+    let before = entries(dir);
+    let dir = dir.canonicalize().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(pid) = pid() {
+            if entries(&dir).len() > before.len() {
+                return pid;
+            }
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten();
+            let unnamed = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| {
+                    target.parent() == Some(&dir) && !before.iter().any(|n| target == dir.join(n))
+                })
+            });
+            if unnamed {
+                return pid;
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the run never opened its output file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
