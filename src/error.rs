@@ -10,6 +10,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::text;
+
 /// Process exit statuses, documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
@@ -395,8 +397,13 @@ impl Error {
             if source.kind() == io::ErrorKind::BrokenPipe)
     }
 
-    /// What to check or run next, if there is something useful to say.
+    /// What to check or run next, if there is something useful to say; escaped like the message.
     pub fn hint(&self) -> Option<String> {
+        self.unescaped_hint()
+            .map(|hint| text::escape(&hint).into_owned())
+    }
+
+    fn unescaped_hint(&self) -> Option<String> {
         match self {
             Error::Usage(_) => Some("run with --help for usage".into()),
             Error::Write { output, source, .. } if disk_full(source) => Some(format!(
@@ -590,8 +597,20 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// The message, escaped as a whole (see [`crate::text`]): the variants hold untrusted text
+    /// raw (member names, paths, other libraries' messages), and no field or variant can reach a
+    /// terminal without passing here.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&text::escape(&Unescaped(self).to_string()))
+    }
+}
+
+/// An error's message as worded, before [`text::escape`]; shown only through `Display for Error`.
+struct Unescaped<'a>(&'a Error);
+
+impl fmt::Display for Unescaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Error::Usage(msg) | Error::Key(msg) => f.write_str(msg),
             Error::Io { what, source } => write!(f, "{what}: {}", io_message(source)),
             Error::Write {
@@ -626,7 +645,7 @@ impl fmt::Display for Error {
             Error::AmbiguousArchive { input, members } => write!(
                 f,
                 "{input}: the ZIP holds several candidate members: {}",
-                members.join(", ")
+                text::list(members)
             ),
             Error::Row { input, row, kind } => {
                 write!(f, "{input}: row {row}: ")?;
@@ -727,13 +746,14 @@ impl fmt::Display for Error {
                 members,
             } => write!(
                 f,
-                "{input}: the ZIP has no member named {wanted:?}; its members are: {}",
-                members.join(", ")
+                "{input}: the ZIP has no member named {}; its members are: {}",
+                text::shorten(wanted),
+                text::list(members)
             ),
             Error::NoNdjsonMember { input, members } => write!(
                 f,
                 "{input}: the ZIP holds several members and none ends in .ndjson: {}",
-                members.join(", ")
+                text::list(members)
             ),
             Error::MalformedSignature(why) => write!(
                 f,
@@ -924,6 +944,49 @@ mod tests {
         assert_eq!(
             e.hint().unwrap(),
             "the line authenticates as row 5: 3 row(s) are missing before it"
+        );
+    }
+
+    /// Every message is escaped as a whole, whichever field the untrusted text is in: another
+    /// library's message (the `zip` crate's), a path, a member name, a usage message.
+    #[test]
+    fn untrusted_text_in_any_field_is_escaped() {
+        let shown = |e: Error| e.to_string();
+        assert_eq!(
+            shown(Error::container(
+                "e\x1b[2J.zip",
+                "not a readable ZIP archive (bad name x\nerror: forged)"
+            )),
+            "e\\u{1b}[2J.zip: not a readable ZIP archive (bad name x\\nerror: forged)"
+        );
+        assert_eq!(
+            shown(Error::io(
+                "cannot open key file k\r\u{202e}",
+                io::Error::from_raw_os_error(2)
+            )),
+            "cannot open key file k\\r\\u{202e}: No such file or directory"
+        );
+        assert_eq!(
+            shown(Error::Usage(
+                "--output-dir d\u{9b}2J is not a directory".into()
+            )),
+            "--output-dir d\\u{9b}2J is not a directory"
+        );
+        assert_eq!(
+            shown(Error::SecretFile {
+                what: "key file",
+                path: PathBuf::from("k\n"),
+                size: None,
+            }),
+            "key file k\\n is a directory"
+        );
+        let warning = crate::warning::Warning::MissingSecretFile {
+            path: PathBuf::from("old\x1b[2J"),
+            remaining: 1,
+        };
+        assert_eq!(
+            warning.to_string(),
+            "the webhook secret file old\\u{1b}[2J does not exist; trying the other one"
         );
     }
 

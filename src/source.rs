@@ -58,11 +58,13 @@ impl fmt::Debug for Input {
 }
 
 impl Input {
-    /// How the input is named in messages: `<stdin>`, or the path.
+    /// How the input is named in messages: `<stdin>`, or the path, escaped (`crate::text`): a
+    /// file name can hold control characters, and the name is also shown outside error messages
+    /// (the progress bar, `verify`'s summaries).
     pub fn name(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".to_owned(),
-            Input::Path(path) => path.display().to_string(),
+            Input::Path(path) => crate::text::escape(&path.display().to_string()).into_owned(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::format::nonce::FILTER_ROWS;
+use crate::text;
 
 /// Something worth telling the user that does not stop the work.
 #[derive(Debug)]
@@ -59,8 +60,18 @@ impl Warning {
 }
 
 impl fmt::Display for Warning {
+    /// The message, escaped as a whole, as errors are (see [`crate::text`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&text::escape(&Unescaped(self).to_string()))
+    }
+}
+
+/// A warning as worded, before [`text::escape`]; shown only through `Display for Warning`.
+struct Unescaped<'a>(&'a Warning);
+
+impl fmt::Display for Unescaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Warning::SharedSecretFile { what, path, mode } => write!(
                 f,
                 "{what} {} is readable by group or others (mode {:04o}); run: chmod 600 {}",
