@@ -242,6 +242,17 @@ pub enum Error {
         /// Its size, when it is too large; `None` for a directory.
         size: Option<u64>,
     },
+    /// A key or webhook secret file that does not exist, whose name looks like the key or secret
+    /// itself: the text was given where the path of its file belongs. The name is never shown,
+    /// only where it came from and where the text belongs (exit 2).
+    SecretGivenAsPath {
+        /// What was expected: "key file" or "webhook secret file".
+        what: &'static str,
+        /// Where the value came from: `--key-file`, `CIPHERSTREAM_KEY_FILE` or `--secret-file`.
+        given: &'static str,
+        /// Where the text itself belongs: `CIPHERSTREAM_KEY` or `CIPHERSTREAM_WEBHOOK_SECRET`.
+        meant: &'static str,
+    },
     /// A webhook secret is not UTF-8 text, or is empty (exit 1).
     BadSecret {
         /// Where the secret came from (a file name or an environment variable).
@@ -373,7 +384,7 @@ impl Error {
     /// The exit status this error maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) => Exit::Usage,
+            Error::Usage(_) | Error::SecretGivenAsPath { .. } => Exit::Usage,
             Error::Row {
                 kind: RowError::Auth(_),
                 ..
@@ -505,6 +516,19 @@ impl Error {
             }
             Error::SecretFile { .. } => {
                 Some("--secret-file names a small text file holding the secret".into())
+            }
+            Error::SecretGivenAsPath { what, given, meant } => {
+                let noun = what.trim_end_matches(" file");
+                let seen = if given.starts_with("--") {
+                    " (a command-line value can be seen by other users of this machine while the \
+                     command runs)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "{given} is the path of a file holding the {noun}; to give the {noun} itself, \
+                     set {meant} instead{seen}"
+                ))
             }
             Error::BadSecret { empty: false, .. } => Some(
                 "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
@@ -700,6 +724,12 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "{what} {} is {size} bytes: too large to hold a secret",
                 path.display()
+            ),
+            Error::SecretGivenAsPath { what, given, .. } => write!(
+                f,
+                "{given} names no {what}, and its value looks like the {} itself, not a path (so \
+                 it is not shown)",
+                what.trim_end_matches(" file")
             ),
             Error::BadSecret {
                 source,
@@ -981,7 +1011,7 @@ mod tests {
             "key file k\\n is a directory"
         );
         let warning = crate::warning::Warning::MissingSecretFile {
-            path: PathBuf::from("old\x1b[2J"),
+            path: Some(PathBuf::from("old\x1b[2J")),
             remaining: 1,
         };
         assert_eq!(

@@ -28,8 +28,9 @@ pub enum Warning {
     /// One of several `--secret-file`s does not exist (a rotation that is over); the others are
     /// tried.
     MissingSecretFile {
-        /// The missing file.
-        path: PathBuf,
+        /// The missing file; `None` when its name looks like a webhook secret itself (the secret
+        /// given where its file belongs), which is never shown.
+        path: Option<PathBuf>,
         /// How many other files are tried.
         remaining: usize,
     },
@@ -79,15 +80,26 @@ impl fmt::Display for Unescaped<'_> {
                 mode & 0o7777,
                 path.display()
             ),
-            Warning::MissingSecretFile { path, remaining } => write!(
-                f,
-                "the webhook secret file {} does not exist; trying the other {}",
-                path.display(),
-                match remaining {
+            Warning::MissingSecretFile { path, remaining } => {
+                let others = match remaining {
                     1 => "one".to_owned(),
                     n => n.to_string(),
+                };
+                match path {
+                    Some(path) => write!(
+                        f,
+                        "the webhook secret file {} does not exist; trying the other {others}",
+                        path.display()
+                    ),
+                    None => write!(
+                        f,
+                        "a --secret-file names no file and looks like a webhook secret itself \
+                         (not shown): it takes the path of a file holding the secret, and the \
+                         secret's text belongs in CIPHERSTREAM_WEBHOOK_SECRET; trying the other \
+                         {others}"
+                    ),
                 }
-            ),
+            }
             Warning::NonceReuse {
                 input,
                 first: Some(first),

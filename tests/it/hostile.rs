@@ -1,5 +1,6 @@
-//! Hostile text (issue 12, item 2): escape sequences and newlines in member names, paths, key ids
-//! and body fields never reach the terminal raw; long lists are cut.
+//! Hostile and mistaken text (issue 12, items 1 and 2): a key or secret given where its file's path
+//! belongs is never echoed; escape sequences and newlines in member names, paths and key ids never
+//! reach the terminal raw; long lists are cut.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,178 @@ use crate::util::{cipherstream, fixtures, private_key};
 const VEC_ID: &str = "cust_4f9a2c71";
 /// A webhook secret, as in tests/it/webhook.rs.
 const SECRET: &str = "whsec_7f3c9a1e5b2d4068";
+/// A well-formed signature that matches nothing.
+const SOME_SIG: &str = "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
 
 fn vector(name: &str) -> PathBuf {
     fixtures().join("vectors").join(name)
 }
 
+/// The fixtures' real key, as `$(cat fixtures/keys/customer.key)` gives it.
+fn fixture_key_text() -> String {
+    std::fs::read_to_string(fixtures().join("keys/customer.key"))
+        .unwrap()
+        .trim_end_matches('\n')
+        .to_owned()
+}
+
+/// No 8-character piece of `secret` appears in `text`.
+fn assert_no_piece_of(secret: &str, text: &str) {
+    for piece in secret.as_bytes().windows(8) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !text.contains(piece),
+            "{piece:?} of the secret shown in {text:?}"
+        );
+    }
+}
+
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+// ---- item 1: a key or secret given as a path ----
+
+const KEY_FLAG_ERROR: &str = "error: --key-file names no key file, and its value looks like the \
+     key itself, not a path (so it is not shown)\nhint: --key-file is the path of a file holding \
+     the key; to give the key itself, set CIPHERSTREAM_KEY instead (a command-line value can be \
+     seen by other users of this machine while the command runs)\n";
+
+const KEY_ENV_ERROR: &str = "error: CIPHERSTREAM_KEY_FILE names no key file, and its value looks \
+     like the key itself, not a path (so it is not shown)\nhint: CIPHERSTREAM_KEY_FILE is the path \
+     of a file holding the key; to give the key itself, set CIPHERSTREAM_KEY instead\n";
+
+#[test]
+fn a_key_given_as_the_key_file_is_never_echoed() {
+    // The fixtures' key (with a `+`), one with `/` (a directory that does not exist), and the
+    // fixtures' key as `$(cat)` gives it from a file saved with CRLF.
+    let fixture = fixture_key_text();
+    for key in [
+        fixture.clone(),
+        "Wj34nae/I9cexj8RHZFxw/BQRzgKF4EvICSOY8/e1Ps=".to_owned(),
+        format!("{fixture}\r"),
+    ] {
+        for verb in ["decrypt", "verify"] {
+            let out = cipherstream()
+                .arg(verb)
+                .arg(vector("plain.ndjson"))
+                .args(["--customer-id", VEC_ID, "--key-file", &key])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{verb} {key:?}");
+            assert_eq!(stderr_of(&out), KEY_FLAG_ERROR, "{verb} {key:?}");
+            assert!(out.stdout.is_empty());
+
+            let out = cipherstream()
+                .arg(verb)
+                .arg(vector("plain.ndjson"))
+                .args(["--customer-id", VEC_ID])
+                .env("CIPHERSTREAM_KEY_FILE", &key)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{verb} {key:?}");
+            assert_eq!(stderr_of(&out), KEY_ENV_ERROR, "{verb} {key:?}");
+            assert_no_piece_of(key.trim(), &stderr_of(&out));
+        }
+    }
+    // encrypt reads its key the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let out = cipherstream()
+        .arg("encrypt")
+        .arg(fixtures().join("demo/expected.ndjson"))
+        .args(["--customer-id", VEC_ID, "--key-file", &fixture, "-o"])
+        .arg(dir.path().join("x.zip"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr_of(&out), KEY_FLAG_ERROR);
+}
+
+#[test]
+fn a_key_file_that_is_missing_is_still_named() {
+    for missing in ["missing.key", "/nonexistent/customer.key", "keys/prod-2024"] {
+        let out = cipherstream()
+            .arg("verify")
+            .arg(vector("plain.ndjson"))
+            .args(["--customer-id", VEC_ID, "--key-file", missing])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{missing}");
+        assert_eq!(
+            stderr_of(&out),
+            format!("error: cannot open key file {missing}: No such file or directory\n")
+        );
+    }
+    // A file whose name looks like a key, but that exists, is read as the key file it is.
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let named = dir.path().join(fixture_key_text());
+    std::fs::rename(&key, &named).unwrap();
+    let out = cipherstream()
+        .current_dir(dir.path())
+        .arg("verify")
+        .arg(vector("plain.ndjson"))
+        .args(["--customer-id", VEC_ID, "--key-file"])
+        .arg(named.file_name().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_webhook_secret_given_as_the_secret_file_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = private_file(dir.path(), "body.json", r#"{"event":"job.progress"}"#);
+    let error = "error: --secret-file names no webhook secret file, and its value looks like the \
+         webhook secret itself, not a path (so it is not shown)\nhint: --secret-file is the path \
+         of a file holding the webhook secret; to give the webhook secret itself, set \
+         CIPHERSTREAM_WEBHOOK_SECRET instead (a command-line value can be seen by other users of \
+         this machine while the command runs)\n";
+    let out = cipherstream()
+        .args(["webhook", "verify", "--signature", SOME_SIG])
+        .args(["--secret-file", SECRET])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr_of(&out), error);
+    let out = cipherstream()
+        .args(["webhook", "sign", "--secret-file", SECRET])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr_of(&out), error);
+    assert!(out.stdout.is_empty());
+
+    // During a rotation the missing "file" is skipped as a removed one is, but its name is not
+    // shown in the warning.
+    let good = private_file(dir.path(), "new.secret", "whsec_other_9c1e\n");
+    let sign = cipherstream()
+        .args(["webhook", "sign", "--secret-file"])
+        .arg(&good)
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(sign.status.code(), Some(0));
+    let signature = String::from_utf8(sign.stdout).unwrap();
+    let out = cipherstream()
+        .args(["webhook", "verify", "--no-timestamp-check"])
+        .args(["--signature", signature.trim()])
+        .arg("--secret-file")
+        .arg(&good)
+        .args(["--secret-file", SECRET])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(
+        stderr_of(&out),
+        "warning: a --secret-file names no file and looks like a webhook secret itself (not \
+         shown): it takes the path of a file holding the secret, and the secret's text belongs \
+         in CIPHERSTREAM_WEBHOOK_SECRET; trying the other one\n"
+    );
+    assert_no_piece_of(SECRET, &stderr_of(&out));
 }
 
 // ---- item 2: untrusted text reaches the terminal escaped ----
