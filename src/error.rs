@@ -253,6 +253,18 @@ pub enum Error {
         /// Where the text itself belongs: `CIPHERSTREAM_KEY` or `CIPHERSTREAM_WEBHOOK_SECRET`.
         meant: &'static str,
     },
+    /// An input read whole into memory (a webhook body) is larger than its limit; nothing past
+    /// the limit was read, and the body was not verified (exit 1).
+    TooLarge {
+        /// The input as the user named it.
+        input: String,
+        /// What the input was read as ("webhook body").
+        what: &'static str,
+        /// The limit in bytes.
+        limit: u64,
+        /// What to do if the input really is that large (raise the limit with a flag, ...).
+        remedy: &'static str,
+    },
     /// A webhook secret is not UTF-8 text, or is empty (exit 1).
     BadSecret {
         /// Where the secret came from (a file name or an environment variable).
@@ -530,6 +542,10 @@ impl Error {
                      set {meant} instead{seen}"
                 ))
             }
+            Error::TooLarge { what, remedy, .. } => Some(format!(
+                "a CipherStream {what} is a few KiB, so this is probably not one; if it is, \
+                 {remedy}"
+            )),
             Error::BadSecret { empty: false, .. } => Some(
                 "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
                  issued it"
@@ -730,6 +746,12 @@ impl fmt::Display for Unescaped<'_> {
                 "{given} names no {what}, and its value looks like the {} itself, not a path (so \
                  it is not shown)",
                 what.trim_end_matches(" file")
+            ),
+            Error::TooLarge {
+                input, what, limit, ..
+            } => write!(
+                f,
+                "{input}: larger than the limit of {limit} bytes for a {what}; nothing was checked"
             ),
             Error::BadSecret {
                 source,

@@ -97,7 +97,11 @@ impl Reading {
             (Some(n), _) => Some(*n),
             (None, Some(path)) => {
                 let body = Input::from(path.clone());
-                let text = Source::new(&body).read_all()?;
+                let text = Source::new(&body).read_all(
+                    crate::webhook::MAX_BODY_BYTES,
+                    "webhook body",
+                    "give the row count with --expect-rows N instead",
+                )?;
                 Some(crate::webhook::rows_processed(&body.name(), &text)?)
             }
             (None, None) => None,

@@ -1,9 +1,11 @@
-//! Hostile and mistaken text (issue 12, items 1 and 2): a key or secret given where its file's path
-//! belongs is never echoed; escape sequences and newlines in member names, paths and key ids never
-//! reach the terminal raw; long lists are cut.
+//! Hostile and mistaken text (issue 12, items 1, 2 and 3): a key or secret given where its file's
+//! path belongs is never echoed; escape sequences and newlines in member names, paths and key ids
+//! never reach the terminal raw; long lists are cut; webhook bodies are read to a limit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::util::{cipherstream, fixtures, private_key};
 
@@ -433,4 +435,193 @@ fn webhook_body_fields_are_quoted_and_escaped() {
         stderr_of(&out)
     );
     assert_inert(&out.stderr);
+}
+
+// ---- item 3: bounded reads before authentication ----
+
+/// Run `cipherstream` with `args` under a 256 MiB address-space limit (reading all of
+/// `/dev/zero` would fail to allocate, not exit 1), killing it after 60 s: (exit status, stderr,
+/// seconds taken).
+#[cfg(unix)]
+fn run_bounded(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, f64) {
+    let mut child = StdCommand::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 262144 && exec \"$@\"")
+        .arg("sh")
+        .arg(assert_cmd::cargo::cargo_bin("cipherstream"))
+        .args(args)
+        .env_remove("CIPHERSTREAM_WEBHOOK_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stderr).unwrap(),
+        took,
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn an_endless_webhook_body_fails_fast_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = private_file(dir.path(), "s", SECRET);
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let args = [
+        os("webhook"),
+        os("verify"),
+        os("--signature"),
+        os(SOME_SIG),
+        os("--secret-file"),
+        secret.clone().into_os_string(),
+        os("/dev/zero"),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, stderr, took) = run_bounded(&args);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(1),
+            "error: /dev/zero: larger than the limit of 1048576 bytes for a webhook body; nothing \
+             was checked\nhint: a CipherStream webhook body is a few KiB, so this is probably \
+             not one; if it is, raise the limit with --max-body-bytes BYTES\n"
+        )
+    );
+    assert!(took < 20.0, "took {took:.1}s");
+
+    // --expect-rows-from reads a body before any row: the same bound.
+    let args = [
+        os("verify"),
+        vector("plain.ndjson").into_os_string(),
+        os("--customer-id"),
+        os(VEC_ID),
+        os("--expect-rows-from"),
+        os("/dev/zero"),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, stderr, took) = run_bounded(&args);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(1),
+            "error: /dev/zero: larger than the limit of 1048576 bytes for a webhook body; nothing \
+             was checked\nhint: a CipherStream webhook body is a few KiB, so this is probably \
+             not one; if it is, give the row count with --expect-rows N instead\n"
+        )
+    );
+    assert!(took < 20.0, "took {took:.1}s");
+}
+
+#[test]
+fn a_webhook_body_just_over_the_limit_is_refused_and_one_at_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = private_file(dir.path(), "s", SECRET);
+    // A JSON object of exactly `len` bytes.
+    let body_of = |len: usize| {
+        let mut body = br#"{"pad":""#.to_vec();
+        body.resize(len - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        body
+    };
+    let sign = |body: &Path, limit: &str| {
+        cipherstream()
+            .args([
+                "webhook",
+                "sign",
+                "--max-body-bytes",
+                limit,
+                "--secret-file",
+            ])
+            .arg(&secret)
+            .arg(body)
+            .output()
+            .unwrap()
+    };
+    let verify = |body: &Path, signature: &str, limit: Option<&str>| {
+        let mut cmd = cipherstream();
+        cmd.args(["webhook", "verify", "--no-timestamp-check", "--signature"])
+            .arg(signature)
+            .arg("--secret-file")
+            .arg(&secret);
+        if let Some(limit) = limit {
+            cmd.args(["--max-body-bytes", limit]);
+        }
+        cmd.arg(body).output().unwrap()
+    };
+    // The default limit, 1 MiB: a body of exactly that verifies, one byte more does not.
+    let at = dir.path().join("at.json");
+    std::fs::write(&at, body_of(1 << 20)).unwrap();
+    let signed = sign(&at, "1048576");
+    assert_eq!(signed.status.code(), Some(0));
+    let signature = String::from_utf8(signed.stdout).unwrap();
+    let out = verify(&at, signature.trim(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(out.stdout.len(), 1 << 20);
+
+    let over = dir.path().join("over.json");
+    std::fs::write(&over, body_of((1 << 20) + 1)).unwrap();
+    let out = verify(&over, SOME_SIG, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: larger than the limit of 1048576 bytes for a webhook body; nothing was \
+             checked\nhint: a CipherStream webhook body is a few KiB, so this is probably not \
+             one; if it is, raise the limit with --max-body-bytes BYTES\n",
+            over.display()
+        )
+    );
+    // The flag raises it; sign has the same limit.
+    let signed = sign(&over, "2000000");
+    assert_eq!(signed.status.code(), Some(0));
+    let signature = String::from_utf8(signed.stdout).unwrap();
+    let out = verify(&over, signature.trim(), Some("2000000"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = sign(&over, "1048576");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("larger than the limit of 1048576 bytes"));
+
+    // A stream (standard input) just over a small limit: refused the same way.
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("cipherstream"))
+        .args([
+            "webhook",
+            "verify",
+            "--max-body-bytes",
+            "100",
+            "--signature",
+        ])
+        .arg(SOME_SIG)
+        .arg("--secret-file")
+        .arg(&secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(&body_of(101));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).starts_with(
+            "error: <stdin>: larger than the limit of 100 bytes for a webhook body; nothing was \
+             checked\n"
+        ),
+        "{}",
+        stderr_of(&out)
+    );
 }
