@@ -97,6 +97,13 @@ pub enum Diagnosis {
         /// The other row of the pair.
         with: u64,
     },
+    /// Row 0 fails at every index tried and the customer id holds characters a user cannot see
+    /// (a trailing `\r`, newline or space from an env file): the customer id is most likely
+    /// wrong. Set by the commands, which know the customer id, in place of `WrongKeyOrCustomer`.
+    InvisibleInCustomerId {
+        /// The customer id, raw (it is not secret; messages show it escaped).
+        customer_id: String,
+    },
 }
 
 /// What is wrong with a webhook body whose signature verified (exit 1).
@@ -483,6 +490,14 @@ impl Error {
                     "the line authenticates as row {actual}: {} row(s) are duplicated (or \
                      inserted, or reordered) before it",
                     row - actual
+                )),
+                RowError::Auth(Diagnosis::InvisibleInCustomerId { customer_id }) => Some(format!(
+                    "the customer id {} {}, and every character of it is bound into each row's \
+                     AAD: remove it (a Windows line ending or a stray space in an env file is \
+                     the usual cause); if it belongs there, the key is wrong",
+                    text::quote(customer_id),
+                    text::invisible(customer_id)
+                        .unwrap_or_else(|| "holds an invisible character".into())
                 )),
                 RowError::Auth(Diagnosis::Unknown) if *row == 0 => Some(
                     "a wrong key and a wrong --customer-id look the same on row 0; check both"
@@ -1039,6 +1054,20 @@ mod tests {
         assert_eq!(
             warning.to_string(),
             "the webhook secret file old\\u{1b}[2J does not exist; trying the other one"
+        );
+        let e = Error::Row {
+            input: "e".into(),
+            row: 0,
+            kind: RowError::Auth(Diagnosis::InvisibleInCustomerId {
+                customer_id: "c\u{1b}[2J\r".into(),
+            }),
+        };
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.starts_with(
+                "the customer id \"c\\u{1b}[2J\\r\" ends with a carriage return (U+000D), and"
+            ),
+            "{hint}"
         );
     }
 

@@ -162,6 +162,39 @@ impl serde_json::ser::Formatter for SafeJson {
     }
 }
 
+/// What a user cannot see in `text` (a customer id, say): whitespace at either end, or a
+/// character that [`needs_escape`] anywhere, described with its code point, e.g. `ends with a
+/// carriage return (U+000D)`. `None` when every character shows.
+pub fn invisible(text: &str) -> Option<String> {
+    let unseen = |c: char| c.is_whitespace() || needs_escape(c);
+    if let Some(c) = text.chars().next_back().filter(|&c| unseen(c)) {
+        return Some(format!("ends with {}", describe(c)));
+    }
+    if let Some(c) = text.chars().next().filter(|&c| unseen(c)) {
+        return Some(format!("starts with {}", describe(c)));
+    }
+    text.chars()
+        .find(|&c| needs_escape(c))
+        .map(|c| format!("holds {}", describe(c)))
+}
+
+/// A character a user cannot see, by name and code point: `a carriage return (U+000D)`.
+fn describe(c: char) -> String {
+    let name = match c {
+        '\t' => "a tab",
+        '\n' => "a newline",
+        '\r' => "a carriage return",
+        ' ' => "a space",
+        '\u{A0}' => "a no-break space",
+        '\u{200B}' => "a zero-width space",
+        '\u{FEFF}' => "a byte order mark",
+        c if c.is_whitespace() => "a space character",
+        c if c.is_control() => "a control character",
+        _ => "an invisible character",
+    };
+    format!("{name} (U+{:04X})", c as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +251,35 @@ mod tests {
         assert!(!line.chars().any(needs_escape), "{line}");
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn invisible_characters_are_named_with_their_code_point() {
+        assert_eq!(invisible("cust_123"), None);
+        assert_eq!(invisible("cust 123"), None);
+        assert_eq!(
+            invisible("cust_123\r").as_deref(),
+            Some("ends with a carriage return (U+000D)")
+        );
+        assert_eq!(
+            invisible("cust_123\n").as_deref(),
+            Some("ends with a newline (U+000A)")
+        );
+        assert_eq!(
+            invisible("cust_123 ").as_deref(),
+            Some("ends with a space (U+0020)")
+        );
+        assert_eq!(
+            invisible("\u{feff}cust_123").as_deref(),
+            Some("starts with a byte order mark (U+FEFF)")
+        );
+        assert_eq!(
+            invisible("cust\u{200b}_123").as_deref(),
+            Some("holds a zero-width space (U+200B)")
+        );
+        assert_eq!(
+            invisible("cust_123\u{a0}").as_deref(),
+            Some("ends with a no-break space (U+00A0)")
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! Hostile and mistaken text (issue 12, items 1, 2 and 3): a key or secret given where its file's
-//! path belongs is never echoed; escape sequences and newlines in member names, paths and key ids
-//! never reach the terminal raw; long lists are cut; webhook bodies are read to a limit.
+//! Hostile and mistaken text (issue 12, items 1, 2, 3 and 11): a key or secret given where its
+//! file's path belongs is never echoed; escape sequences and newlines in member names, paths and
+//! key ids never reach the terminal raw; long lists are cut; webhook bodies are read to a limit;
+//! invisible characters in the customer id are named.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -623,5 +624,70 @@ fn a_webhook_body_just_over_the_limit_is_refused_and_one_at_it_verifies() {
         ),
         "{}",
         stderr_of(&out)
+    );
+}
+
+// ---- item 11: invisible characters in the customer id ----
+
+#[test]
+fn invisible_characters_in_the_customer_id_are_named_on_row_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let input = vector("plain.ndjson");
+    let run = |customer: Option<&str>, env: Option<&str>| {
+        let mut cmd = cipherstream();
+        cmd.arg("decrypt").arg(&input).arg("--key-file").arg(&key);
+        if let Some(id) = customer {
+            cmd.args(["--customer-id", id]);
+        }
+        if let Some(id) = env {
+            cmd.env("CIPHERSTREAM_CUSTOMER_ID", id);
+        }
+        cmd.output().unwrap()
+    };
+    let hint = |shown: &str, what: &str| {
+        format!(
+            "error: {}: row 0: authentication failed\nhint: the customer id {shown} {what}, and \
+             every character of it is bound into each row's AAD: remove it (a Windows line \
+             ending or a stray space in an env file is the usual cause); if it belongs there, the \
+             key is wrong\n",
+            input.display()
+        )
+    };
+    let out = run(None, Some("cust_4f9a2c71\r"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr_of(&out),
+        hint(
+            "\"cust_4f9a2c71\\r\"",
+            "ends with a carriage return (U+000D)"
+        )
+    );
+    let out = run(Some("cust_4f9a2c71 "), None);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr_of(&out),
+        hint("\"cust_4f9a2c71 \"", "ends with a space (U+0020)")
+    );
+    let out = run(Some("\u{feff}cust_4f9a2c71"), None);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr_of(&out),
+        hint(
+            "\"\\u{feff}cust_4f9a2c71\"",
+            "starts with a byte order mark (U+FEFF)"
+        )
+    );
+    // A customer id that is simply wrong keeps the usual hint.
+    let out = run(Some("cust_other"), None);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "error: {}: row 0: authentication failed\nhint: row 0 fails at every nearby index: \
+             the key or the --customer-id is wrong (the two look the same)\n",
+            input.display()
+        )
     );
 }
