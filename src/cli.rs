@@ -10,10 +10,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::sink::Output;
 use crate::source::Input;
+use crate::webhook;
 
 /// Inputs are parsed as paths (any bytes the OS allows), then `-` becomes standard input.
 fn input_parser() -> impl TypedValueParser<Value = Input> {
     PathBufValueParser::new().map(Input::from)
+}
+
+/// `--max-body-bytes`: at least one byte, at most 4 GiB (the body is held in memory).
+fn body_limit() -> impl TypedValueParser<Value = u64> {
+    clap::value_parser!(u64).range(1..=4 * 1024 * 1024 * 1024)
 }
 
 /// Outputs likewise: `-` becomes standard output.
@@ -255,6 +261,11 @@ pub struct WebhookVerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub seen_file: Option<PathBuf>,
 
+    /// Largest body read, in bytes; a larger one is refused unverified (exit 1) after reading no
+    /// more than that.
+    #[arg(long, value_name = "BYTES", default_value_t = webhook::MAX_BODY_BYTES, value_parser = body_limit())]
+    pub max_body_bytes: u64,
+
     /// The raw request body; `-` or nothing is standard input.
     #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]
     pub body: Input,
@@ -266,6 +277,10 @@ pub struct WebhookSignArgs {
     /// File holding the webhook secret [else CIPHERSTREAM_WEBHOOK_SECRET holds the secret].
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+
+    /// Largest body read, in bytes; a larger one is refused (exit 1).
+    #[arg(long, value_name = "BYTES", default_value_t = webhook::MAX_BODY_BYTES, value_parser = body_limit())]
+    pub max_body_bytes: u64,
 
     /// The raw request body; `-` or nothing is standard input.
     #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]

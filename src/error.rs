@@ -10,6 +10,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::text;
+
 /// Process exit statuses, documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
@@ -94,6 +96,13 @@ pub enum Diagnosis {
     Swapped {
         /// The other row of the pair.
         with: u64,
+    },
+    /// Row 0 fails at every index tried and the customer id holds characters a user cannot see
+    /// (a trailing `\r`, newline or space from an env file): the customer id is most likely
+    /// wrong. Set by the commands, which know the customer id, in place of `WrongKeyOrCustomer`.
+    InvisibleInCustomerId {
+        /// The customer id, raw (it is not secret; messages show it escaped).
+        customer_id: String,
     },
 }
 
@@ -240,6 +249,29 @@ pub enum Error {
         /// Its size, when it is too large; `None` for a directory.
         size: Option<u64>,
     },
+    /// A key or webhook secret file that does not exist, whose name looks like the key or secret
+    /// itself: the text was given where the path of its file belongs. The name is never shown,
+    /// only where it came from and where the text belongs (exit 2).
+    SecretGivenAsPath {
+        /// What was expected: "key file" or "webhook secret file".
+        what: &'static str,
+        /// Where the value came from: `--key-file`, `CIPHERSTREAM_KEY_FILE` or `--secret-file`.
+        given: &'static str,
+        /// Where the text itself belongs: `CIPHERSTREAM_KEY` or `CIPHERSTREAM_WEBHOOK_SECRET`.
+        meant: &'static str,
+    },
+    /// An input read whole into memory (a webhook body) is larger than its limit; nothing past
+    /// the limit was read, and the body was not verified (exit 1).
+    TooLarge {
+        /// The input as the user named it.
+        input: String,
+        /// What the input was read as ("webhook body").
+        what: &'static str,
+        /// The limit in bytes.
+        limit: u64,
+        /// What to do if the input really is that large (raise the limit with a flag, ...).
+        remedy: &'static str,
+    },
     /// A webhook secret is not UTF-8 text, or is empty (exit 1).
     BadSecret {
         /// Where the secret came from (a file name or an environment variable).
@@ -371,7 +403,7 @@ impl Error {
     /// The exit status this error maps to.
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Usage(_) => Exit::Usage,
+            Error::Usage(_) | Error::SecretGivenAsPath { .. } => Exit::Usage,
             Error::Row {
                 kind: RowError::Auth(_),
                 ..
@@ -395,8 +427,13 @@ impl Error {
             if source.kind() == io::ErrorKind::BrokenPipe)
     }
 
-    /// What to check or run next, if there is something useful to say.
+    /// What to check or run next, if there is something useful to say; escaped like the message.
     pub fn hint(&self) -> Option<String> {
+        self.unescaped_hint()
+            .map(|hint| text::escape(&hint).into_owned())
+    }
+
+    fn unescaped_hint(&self) -> Option<String> {
         match self {
             Error::Usage(_) => Some("run with --help for usage".into()),
             Error::Write { output, source, .. } if disk_full(source) => Some(format!(
@@ -454,6 +491,14 @@ impl Error {
                      inserted, or reordered) before it",
                     row - actual
                 )),
+                RowError::Auth(Diagnosis::InvisibleInCustomerId { customer_id }) => Some(format!(
+                    "the customer id {} {}, and every character of it is bound into each row's \
+                     AAD: remove it (a Windows line ending or a stray space in an env file is \
+                     the usual cause); if it belongs there, the key is wrong",
+                    text::quote(customer_id),
+                    text::invisible(customer_id)
+                        .unwrap_or_else(|| "holds an invisible character".into())
+                )),
                 RowError::Auth(Diagnosis::Unknown) if *row == 0 => Some(
                     "a wrong key and a wrong --customer-id look the same on row 0; check both"
                         .into(),
@@ -499,6 +544,23 @@ impl Error {
             Error::SecretFile { .. } => {
                 Some("--secret-file names a small text file holding the secret".into())
             }
+            Error::SecretGivenAsPath { what, given, meant } => {
+                let noun = what.trim_end_matches(" file");
+                let seen = if given.starts_with("--") {
+                    " (a command-line value can be seen by other users of this machine while the \
+                     command runs)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "{given} is the path of a file holding the {noun}; to give the {noun} itself, \
+                     set {meant} instead{seen}"
+                ))
+            }
+            Error::TooLarge { what, remedy, .. } => Some(format!(
+                "a CipherStream {what} is a few KiB, so this is probably not one; if it is, \
+                 {remedy}"
+            )),
             Error::BadSecret { empty: false, .. } => Some(
                 "save the webhook secret as plain UTF-8 text (not UTF-16), exactly as the vendor \
                  issued it"
@@ -590,8 +652,20 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// The message, escaped as a whole (see [`crate::text`]): the variants hold untrusted text
+    /// raw (member names, paths, other libraries' messages), and no field or variant can reach a
+    /// terminal without passing here.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&text::escape(&Unescaped(self).to_string()))
+    }
+}
+
+/// An error's message as worded, before [`text::escape`]; shown only through `Display for Error`.
+struct Unescaped<'a>(&'a Error);
+
+impl fmt::Display for Unescaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Error::Usage(msg) | Error::Key(msg) => f.write_str(msg),
             Error::Io { what, source } => write!(f, "{what}: {}", io_message(source)),
             Error::Write {
@@ -626,7 +700,7 @@ impl fmt::Display for Error {
             Error::AmbiguousArchive { input, members } => write!(
                 f,
                 "{input}: the ZIP holds several candidate members: {}",
-                members.join(", ")
+                text::list(members)
             ),
             Error::Row { input, row, kind } => {
                 write!(f, "{input}: row {row}: ")?;
@@ -682,6 +756,18 @@ impl fmt::Display for Error {
                 "{what} {} is {size} bytes: too large to hold a secret",
                 path.display()
             ),
+            Error::SecretGivenAsPath { what, given, .. } => write!(
+                f,
+                "{given} names no {what}, and its value looks like the {} itself, not a path (so \
+                 it is not shown)",
+                what.trim_end_matches(" file")
+            ),
+            Error::TooLarge {
+                input, what, limit, ..
+            } => write!(
+                f,
+                "{input}: larger than the limit of {limit} bytes for a {what}; nothing was checked"
+            ),
             Error::BadSecret {
                 source,
                 empty: false,
@@ -727,13 +813,14 @@ impl fmt::Display for Error {
                 members,
             } => write!(
                 f,
-                "{input}: the ZIP has no member named {wanted:?}; its members are: {}",
-                members.join(", ")
+                "{input}: the ZIP has no member named {}; its members are: {}",
+                text::shorten(wanted),
+                text::list(members)
             ),
             Error::NoNdjsonMember { input, members } => write!(
                 f,
                 "{input}: the ZIP holds several members and none ends in .ndjson: {}",
-                members.join(", ")
+                text::list(members)
             ),
             Error::MalformedSignature(why) => write!(
                 f,
@@ -924,6 +1011,63 @@ mod tests {
         assert_eq!(
             e.hint().unwrap(),
             "the line authenticates as row 5: 3 row(s) are missing before it"
+        );
+    }
+
+    /// Every message is escaped as a whole, whichever field the untrusted text is in: another
+    /// library's message (the `zip` crate's), a path, a member name, a usage message.
+    #[test]
+    fn untrusted_text_in_any_field_is_escaped() {
+        let shown = |e: Error| e.to_string();
+        assert_eq!(
+            shown(Error::container(
+                "e\x1b[2J.zip",
+                "not a readable ZIP archive (bad name x\nerror: forged)"
+            )),
+            "e\\u{1b}[2J.zip: not a readable ZIP archive (bad name x\\nerror: forged)"
+        );
+        assert_eq!(
+            shown(Error::io(
+                "cannot open key file k\r\u{202e}",
+                io::Error::from_raw_os_error(2)
+            )),
+            "cannot open key file k\\r\\u{202e}: No such file or directory"
+        );
+        assert_eq!(
+            shown(Error::Usage(
+                "--output-dir d\u{9b}2J is not a directory".into()
+            )),
+            "--output-dir d\\u{9b}2J is not a directory"
+        );
+        assert_eq!(
+            shown(Error::SecretFile {
+                what: "key file",
+                path: PathBuf::from("k\n"),
+                size: None,
+            }),
+            "key file k\\n is a directory"
+        );
+        let warning = crate::warning::Warning::MissingSecretFile {
+            path: Some(PathBuf::from("old\x1b[2J")),
+            remaining: 1,
+        };
+        assert_eq!(
+            warning.to_string(),
+            "the webhook secret file old\\u{1b}[2J does not exist; trying the other one"
+        );
+        let e = Error::Row {
+            input: "e".into(),
+            row: 0,
+            kind: RowError::Auth(Diagnosis::InvisibleInCustomerId {
+                customer_id: "c\u{1b}[2J\r".into(),
+            }),
+        };
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.starts_with(
+                "the customer id \"c\\u{1b}[2J\\r\" ends with a carriage return (U+000D), and"
+            ),
+            "{hint}"
         );
     }
 

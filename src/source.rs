@@ -58,11 +58,13 @@ impl fmt::Debug for Input {
 }
 
 impl Input {
-    /// How the input is named in messages: `<stdin>`, or the path.
+    /// How the input is named in messages: `<stdin>`, or the path, escaped (`crate::text`): a
+    /// file name can hold control characters, and the name is also shown outside error messages
+    /// (the progress bar, `verify`'s summaries).
     pub fn name(&self) -> String {
         match self {
             Input::Stdin => "<stdin>".to_owned(),
-            Input::Path(path) => path.display().to_string(),
+            Input::Path(path) => crate::text::escape(&path.display().to_string()).into_owned(),
         }
     }
 
@@ -221,15 +223,29 @@ impl Source {
         }
     }
 
-    /// Read the whole input into memory (a webhook body).
-    pub fn read_all(self) -> Result<Vec<u8>> {
+    /// Read the whole input into memory (a webhook body), at most `limit` bytes: a larger input
+    /// is an error ([`Error::TooLarge`], naming it as a `what` and saying `remedy`) after
+    /// `limit + 1` bytes at most were read, or none when the file's size already says so. A body
+    /// is read before its signature can be checked, so whoever sends it must not choose how much
+    /// memory that takes (`/dev/zero` once took 3.3 GB in 3 s; issue 12, item 3).
+    pub fn read_all(self, limit: u64, what: &'static str, remedy: &'static str) -> Result<Vec<u8>> {
         let name = self.name.clone();
+        let too_large = || Error::TooLarge {
+            input: name.clone(),
+            what,
+            limit,
+            remedy,
+        };
         let mut body = Vec::new();
         let read = match self.open()? {
-            Raw::Seekable(mut r, _) => r.read_to_end(&mut body),
-            Raw::Stream(mut r) => r.read_to_end(&mut body),
+            Raw::Seekable(_, len) if len > limit => return Err(too_large()),
+            Raw::Seekable(r, _) => r.take(limit.saturating_add(1)).read_to_end(&mut body),
+            Raw::Stream(r) => r.take(limit.saturating_add(1)).read_to_end(&mut body),
         };
         read.map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+        if body.len() as u64 > limit {
+            return Err(too_large());
+        }
         Ok(body)
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::format::nonce::FILTER_ROWS;
+use crate::text;
 
 /// Something worth telling the user that does not stop the work.
 #[derive(Debug)]
@@ -27,8 +28,9 @@ pub enum Warning {
     /// One of several `--secret-file`s does not exist (a rotation that is over); the others are
     /// tried.
     MissingSecretFile {
-        /// The missing file.
-        path: PathBuf,
+        /// The missing file; `None` when its name looks like a webhook secret itself (the secret
+        /// given where its file belongs), which is never shown.
+        path: Option<PathBuf>,
         /// How many other files are tried.
         remaining: usize,
     },
@@ -59,8 +61,18 @@ impl Warning {
 }
 
 impl fmt::Display for Warning {
+    /// The message, escaped as a whole, as errors are (see [`crate::text`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&text::escape(&Unescaped(self).to_string()))
+    }
+}
+
+/// A warning as worded, before [`text::escape`]; shown only through `Display for Warning`.
+struct Unescaped<'a>(&'a Warning);
+
+impl fmt::Display for Unescaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Warning::SharedSecretFile { what, path, mode } => write!(
                 f,
                 "{what} {} is readable by group or others (mode {:04o}); run: chmod 600 {}",
@@ -68,15 +80,26 @@ impl fmt::Display for Warning {
                 mode & 0o7777,
                 path.display()
             ),
-            Warning::MissingSecretFile { path, remaining } => write!(
-                f,
-                "the webhook secret file {} does not exist; trying the other {}",
-                path.display(),
-                match remaining {
+            Warning::MissingSecretFile { path, remaining } => {
+                let others = match remaining {
                     1 => "one".to_owned(),
                     n => n.to_string(),
+                };
+                match path {
+                    Some(path) => write!(
+                        f,
+                        "the webhook secret file {} does not exist; trying the other {others}",
+                        path.display()
+                    ),
+                    None => write!(
+                        f,
+                        "a --secret-file names no file and looks like a webhook secret itself \
+                         (not shown): it takes the path of a file holding the secret, and the \
+                         secret's text belongs in CIPHERSTREAM_WEBHOOK_SECRET; trying the other \
+                         {others}"
+                    ),
                 }
-            ),
+            }
             Warning::NonceReuse {
                 input,
                 first: Some(first),

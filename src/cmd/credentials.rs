@@ -10,11 +10,19 @@
 //! Secret files are small: they are refused above [`MAX_SECRET_FILE_BYTES`] before being read, and
 //! read into buffers that are wiped when dropped. A file readable by group or others is a warning,
 //! not a refusal.
+//!
+//! A key or secret given where the path of its file belongs (`CIPHERSTREAM_KEY_FILE="$(cat key)"`,
+//! `--secret-file "$SECRET"`) names no file, and an error naming the missing file would print the
+//! key into cron mail and logs. So a file that does not exist is named only when its name cannot
+//! be the key or secret itself; otherwise the error says where the value came from and which
+//! variable takes the text ([`Error::SecretGivenAsPath`]). The rule is `looks_like_secret`'s
+//! (issue 12, item 1).
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -31,6 +39,31 @@ pub const ENV_KEY: &str = "CIPHERSTREAM_KEY";
 
 /// Key and secret files larger than this are certainly not a key; refuse before reading them.
 pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Where the path of a key or secret file came from, and where the text itself belongs: what the
+/// error says when the "path" is the key or secret itself.
+#[derive(Clone, Copy)]
+struct PathFrom {
+    what: &'static str,
+    given: &'static str,
+    meant: &'static str,
+}
+
+const KEY_FILE_FLAG: PathFrom = PathFrom {
+    what: "key file",
+    given: "--key-file",
+    meant: ENV_KEY,
+};
+const KEY_FILE_ENV: PathFrom = PathFrom {
+    what: "key file",
+    given: ENV_KEY_FILE,
+    meant: ENV_KEY,
+};
+const SECRET_FILE_FLAG: PathFrom = PathFrom {
+    what: "webhook secret file",
+    given: "--secret-file",
+    meant: ENV_SECRET,
+};
 
 /// The customer id: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage error.
 pub fn customer_id(flag: Option<&str>) -> Result<String> {
@@ -55,14 +88,15 @@ pub fn customer_id(flag: Option<&str>) -> Result<String> {
 /// The key: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`. A missing key is a
 /// usage error.
 pub fn key(key_file: Option<&Path>, warn: &dyn Warn) -> Result<Key> {
-    let file = key_file.map(Path::to_path_buf).or_else(|| {
-        std::env::var_os(ENV_KEY_FILE)
+    let file = match key_file {
+        Some(path) => Some((path.to_path_buf(), KEY_FILE_FLAG)),
+        None => std::env::var_os(ENV_KEY_FILE)
             .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    if let Some(path) = file {
+            .map(|v| (PathBuf::from(v), KEY_FILE_ENV)),
+    };
+    if let Some((path, from)) = file {
         let source = KeySource::File(path.clone());
-        let text = read_secret_file(&path, "key file", warn)?;
+        let text = read_secret_file(&path, from, warn)?;
         return Key::from_base64(&text, &source);
     }
     if let Some(value) = std::env::var_os(ENV_KEY) {
@@ -93,7 +127,7 @@ pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
         }
         for missing in files.iter().filter(|p| !present.contains(p)) {
             warn.warn(Warning::MissingSecretFile {
-                path: missing.clone(),
+                path: (!looks_like_secret(missing)).then(|| missing.clone()),
                 remaining: present.len(),
             });
         }
@@ -110,21 +144,30 @@ pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
 
 /// Read one webhook secret file.
 fn secret_file(path: &Path, warn: &dyn Warn) -> Result<Secret> {
-    let what = "webhook secret file";
-    let text = read_secret_file(path, what, warn)?;
-    Secret::from_text(&text, format!("{what} {}", path.display()))
+    let text = read_secret_file(path, SECRET_FILE_FLAG, warn)?;
+    Secret::from_text(
+        &text,
+        format!("{} {}", SECRET_FILE_FLAG.what, path.display()),
+    )
 }
 
 /// Read a small secret file (key or webhook secret) into a wiped-on-drop buffer, warning when the
-/// file is readable by group or others (SPEC: warn, do not refuse).
-fn read_secret_file(
-    path: &Path,
-    what: &'static str,
-    warn: &dyn Warn,
-) -> Result<Zeroizing<Vec<u8>>> {
+/// file is readable by group or others (SPEC: warn, do not refuse). A file that does not exist
+/// is named in the error unless its name [`looks_like_secret`].
+fn read_secret_file(path: &Path, from: PathFrom, warn: &dyn Warn) -> Result<Zeroizing<Vec<u8>>> {
+    let what = from.what;
     let shown = path.display();
-    let mut file =
-        fs::File::open(path).map_err(|e| Error::io(format!("cannot open {what} {shown}"), e))?;
+    let mut file = fs::File::open(path).map_err(|e| {
+        if fs::symlink_metadata(path).is_err() && looks_like_secret(path) {
+            Error::SecretGivenAsPath {
+                what,
+                given: from.given,
+                meant: from.meant,
+            }
+        } else {
+            Error::io(format!("cannot open {what} {shown}"), e)
+        }
+    })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot read {what} {shown}"), e))?;
@@ -157,4 +200,82 @@ fn read_secret_file(
         return Err(Error::io(format!("cannot read {what} {shown}"), e));
     }
     Ok(text)
+}
+
+/// Whether a key or secret file's name, for a file that does not exist, could be the key or
+/// secret itself, and so must not be shown. It could when it is one token (surrounding whitespace
+/// aside: `$(cat key)` keeps a `\r`) and either
+///
+/// - is the base64 of exactly 32 bytes (standard or URL-safe alphabet, padding optional), as an
+///   AES-256 key is, `/` and all (about half of all keys hold a `/`), read leniently; or
+/// - is at least 12 characters long, holds letters and digits, and has neither `/`, `\` nor `.`:
+///   generated secrets (`whsec_7f3c...`, hex, base64 keys of other lengths) look like that, while
+///   a file name nearly always has a directory or an extension.
+///
+/// A missing file caught by mistake only goes unnamed (the message still says where its name came
+/// from); a key caught by nothing would be printed.
+fn looks_like_secret(path: &Path) -> bool {
+    let Some(text) = path.to_str() else {
+        return false;
+    };
+    let text = text.trim_ascii();
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return false;
+    }
+    // Lenient (any padding, any trailing bits): better unshown than a near-key shown.
+    let config = base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    let key_like = [&base64::alphabet::STANDARD, &base64::alphabet::URL_SAFE]
+        .into_iter()
+        .any(|alphabet| {
+            let mut bytes = Zeroizing::new(Vec::with_capacity(text.len()));
+            base64::engine::GeneralPurpose::new(alphabet, config)
+                .decode_vec(text, &mut bytes)
+                .is_ok()
+                && bytes.len() == 32
+        });
+    let token_like = text.chars().count() >= 12
+        && !text.contains(['/', '\\', '.'])
+        && text.chars().any(|c| c.is_alphabetic())
+        && text.chars().any(|c| c.is_ascii_digit());
+    key_like || token_like
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_secrets_look_like_secrets_and_file_names_do_not() {
+        for secret in [
+            // Keys: standard base64 of 32 bytes, with `+`, with `/`, unpadded, URL-safe, with
+            // the `\r` of a CRLF file.
+            "KWYaVYUN8EaMDLRkhRmZowpWIjT3d9be5zmL+R9tGKw=",
+            "Wj34nae/I9cexj8RHZFxw/BQRzgKF4EvICSOY8/e1Ps=",
+            "Wj34nae/I9cexj8RHZFxw/BQRzgKF4EvICSOY8/e1Ps",
+            "Wj34nae_I9cexj8RHZFxw_BQRzgKF4EvICSOY8_e1Ps=",
+            "/BQRzgKF4EvICSOY8/e1Ps0aWsmgFfrC73s0FnNjVRK=",
+            "KWYaVYUN8EaMDLRkhRmZowpWIjT3d9be5zmL+R9tGKw=\r",
+            // Keys of other lengths, and webhook secrets.
+            "AAECAwQFBgcICQoLDA0ODw==",
+            "whsec_7f3c9a1e5b2d4068",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        ] {
+            assert!(looks_like_secret(Path::new(secret)), "{secret:?}");
+        }
+        for name in [
+            "customer.key",
+            "/etc/cipherstream/key",
+            "/etc/cipherstream/secret",
+            "keys/prod-2024",
+            "webhook-secret",
+            "customer_webhook_secret",
+            "secret2024",
+            "My Keys 2024 backup",
+            "",
+        ] {
+            assert!(!looks_like_secret(Path::new(name)), "{name:?}");
+        }
+    }
 }

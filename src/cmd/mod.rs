@@ -21,7 +21,7 @@ use crate::cli::{Cli, Command, ReadArgs};
 use crate::engine;
 use crate::engine::decrypt::{Destination, Options, Summary};
 use crate::engine::progress::Progress;
-use crate::error::{Error, Exit, Result, RowError};
+use crate::error::{Diagnosis, Error, Exit, Result, RowError};
 use crate::format::record::RowOpener;
 use crate::source::{Input, Source};
 use crate::warning::{Warn, Warning};
@@ -75,6 +75,8 @@ pub struct Reading {
     pub expect_rows: Option<u64>,
     /// Show progress on a terminal.
     pub show_progress: bool,
+    /// The customer id, for the hint of a row 0 that fails (see [`Reading::process`]).
+    pub customer_id: String,
 }
 
 impl Reading {
@@ -97,7 +99,11 @@ impl Reading {
             (Some(n), _) => Some(*n),
             (None, Some(path)) => {
                 let body = Input::from(path.clone());
-                let text = Source::new(&body).read_all()?;
+                let text = Source::new(&body).read_all(
+                    crate::webhook::MAX_BODY_BYTES,
+                    "webhook body",
+                    "give the row count with --expect-rows N instead",
+                )?;
                 Some(crate::webhook::rows_processed(&body.name(), &text)?)
             }
             (None, None) => None,
@@ -115,6 +121,7 @@ impl Reading {
         });
         Ok(Reading {
             opener: RowOpener::new(key.cipher(), &customer),
+            customer_id: customer,
             options: Options {
                 threads,
                 max_line_bytes: args.max_line_bytes,
@@ -157,7 +164,7 @@ impl Reading {
             Ok(s) => s,
             Err(e) => {
                 progress.abandon();
-                return Err(e);
+                return Err(self.explain_row_zero(e));
             }
         };
         // verify (exact) turns reuse into an error of its own; decrypt only warns.
@@ -196,6 +203,27 @@ impl Reading {
         }
         finish(&progress, &format!("{name}: {verb} {} rows", summary.rows));
         Ok(summary)
+    }
+
+    /// When row 0 fails everywhere (wrong key or customer id) and the customer id holds a
+    /// character a user cannot see (a trailing `\r`, newline or space: an env file's accident),
+    /// say so: the usual hint would send them to check a customer id that looks right (issue 12,
+    /// item 11). The id is not trimmed: every byte of it is bound into the AAD.
+    fn explain_row_zero(&self, e: Error) -> Error {
+        match e {
+            Error::Row {
+                input,
+                row: 0,
+                kind: RowError::Auth(Diagnosis::WrongKeyOrCustomer | Diagnosis::Unknown),
+            } if crate::text::invisible(&self.customer_id).is_some() => Error::Row {
+                input,
+                row: 0,
+                kind: RowError::Auth(Diagnosis::InvisibleInCustomerId {
+                    customer_id: self.customer_id.clone(),
+                }),
+            },
+            e => e,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::cli::VerifyArgs;
 use crate::cmd::{report, Reading};
 use crate::engine::decrypt::Summary;
 use crate::error::{Error, Exit, Result};
+use crate::text;
 
 /// Run `verify`.
 pub fn run(args: &VerifyArgs) -> Result<()> {
@@ -26,9 +27,9 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             .process(input, None, "verified")
             .and_then(|s| nonce_verdict(&name, s));
         let line = match &result {
-            Ok(summary) if args.json => json_ok(&name, summary).to_string(),
+            Ok(summary) if args.json => text::json(&json_ok(&name, summary)),
             Ok(summary) => text_ok(&name, summary),
-            Err(e) if args.json => json_err(&name, e).to_string(),
+            Err(e) if args.json => text::json(&json_err(&name, e)),
             Err(_) => format!("{name}: FAILED"),
         };
         if let Err(e) = &result {
@@ -71,35 +72,18 @@ fn nonce_verdict(name: &str, summary: Summary) -> Result<Summary> {
     })
 }
 
+/// The summary line. The key ids are not authenticated (they are outside the AAD), so whoever
+/// altered the export chooses them: a line's JSON can spell ESC, CR or LF, which unescaped could
+/// move the cursor or forge a line such as `x: ok, 10 rows`. They are listed as every untrusted
+/// text is ([`text::list`]: escaped, each cut to a readable length).
 fn text_ok(name: &str, s: &Summary) -> String {
     let ids = if s.key_ids.is_empty() {
         "none".to_owned()
     } else {
-        s.key_ids
-            .iter()
-            .map(|id| printable(id))
-            .collect::<Vec<_>>()
-            .join(", ")
+        text::list(&s.key_ids)
     };
     let more = if s.more_key_ids { ", ..." } else { "" };
     format!("{name}: ok, {} rows, key ids: {ids}{more}", s.rows)
-}
-
-/// A key id as it may be shown on a terminal: control characters (a line's JSON can spell ESC,
-/// CR or LF as `\u001b`, `\r`, `\n`) and the bidirectional-text controls are escaped as `\u{..}`.
-/// The key id is not authenticated (it is outside the AAD), so whoever altered the export chooses
-/// it: unescaped, it could move the cursor or forge a line such as `x: ok, 10 rows`.
-fn printable(id: &str) -> String {
-    let bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-    id.chars()
-        .map(|c| {
-            if c.is_control() || bidi(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn json_ok(name: &str, s: &Summary) -> serde_json::Value {
@@ -152,8 +136,8 @@ mod tests {
         };
         assert_eq!(
             text_ok("a.zip", &summary),
-            "a.zip: ok, 3 rows, key ids: k1, evil\\u{1b}[2K\\u{d}all.ndjson: ok, 9999 rows, key \
-             ids: k1\\u{a}x, r\\u{202e}lt\\u{7f}, kid-é:2024"
+            "a.zip: ok, 3 rows, key ids: k1, evil\\u{1b}[2K\\rall.ndjson: ok, 9999 rows, key \
+             ids: k1\\nx, r\\u{202e}lt\\u{7f}, kid-é:2024"
         );
     }
 }

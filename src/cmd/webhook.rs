@@ -22,7 +22,7 @@ fn verify(args: &WebhookVerifyArgs) -> Result<()> {
     let signature = Signature::parse(&args.signature)?;
     let secrets = credentials::secrets(&args.secret_file, &Stderr(None))?;
     let input = args.body.name();
-    let body = read_body(&args.body)?;
+    let body = read_body(&args.body, args.max_body_bytes)?;
     let check = if args.no_timestamp_check {
         TimestampCheck::Skip
     } else {
@@ -44,7 +44,7 @@ fn verify(args: &WebhookVerifyArgs) -> Result<()> {
 /// Print the `X-CipherStream-Signature` value for a body.
 fn sign(args: &WebhookSignArgs) -> Result<()> {
     let secrets = credentials::secrets(args.secret_file.as_slice(), &Stderr(None))?;
-    let body = read_body(&args.body)?;
+    let body = read_body(&args.body, args.max_body_bytes)?;
     let mut line = secrets[0].signature_header(&body);
     drop(secrets);
     line.push('\n');
@@ -58,9 +58,10 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("writing standard output", e))
 }
 
-/// Read a webhook body, byte for byte: a file, or standard input for `-` (a usage error when
-/// standard input is a terminal, rather than waiting silently).
-fn read_body(input: &Input) -> Result<Vec<u8>> {
+/// Read a webhook body, byte for byte, at most `limit` bytes (`--max-body-bytes`): a file, or
+/// standard input for `-` (a usage error when standard input is a terminal, rather than waiting
+/// silently).
+fn read_body(input: &Input, limit: u64) -> Result<Vec<u8>> {
     if input.is_interactive() {
         return Err(Error::Usage(
             "no BODY given and standard input is a terminal: pass the body's file, or pipe the \
@@ -68,5 +69,9 @@ fn read_body(input: &Input) -> Result<Vec<u8>> {
                 .into(),
         ));
     }
-    Source::new(input).read_all()
+    Source::new(input).read_all(
+        limit,
+        "webhook body",
+        "raise the limit with --max-body-bytes BYTES",
+    )
 }

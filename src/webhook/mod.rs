@@ -25,3 +25,9 @@ pub use signature::{constant_time_eq, verify_signature, Secret, Signature};
 
 /// Environment variable holding the webhook secret when no `--secret-file` is given.
 pub const ENV_SECRET: &str = "CIPHERSTREAM_WEBHOOK_SECRET";
+
+/// The largest webhook body read by default (`webhook verify`/`sign --max-body-bytes`,
+/// `--expect-rows-from`): 1 MiB. The vendor's bodies are a few KiB; a body is read before its
+/// signature is checked, so its size is the sender's choice and needs a bound. (A receiver that
+/// answers on the network should bound it tighter still, e.g. 64 KiB.)
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;

@@ -4,6 +4,7 @@ mod cli;
 mod encrypt;
 mod fuzz_regressions;
 mod hardening;
+mod hostile;
 mod json_diff;
 mod props;
 mod readme;
