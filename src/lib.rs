@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod net;
 pub mod sink;
 pub mod source;
 pub mod text;
