@@ -241,6 +241,14 @@ pub enum Error {
         /// The archive's members.
         members: Vec<String>,
     },
+    /// Bytes follow the last gzip member that are neither another member nor zero padding
+    /// (exit 1).
+    TrailingData {
+        /// The input as the user named it.
+        input: String,
+        /// How many bytes follow the last member.
+        bytes: u64,
+    },
     /// `--signature` is not `sha256=` and 64 hex digits (exit 3: it comes from the request).
     MalformedSignature(String),
     /// The signature matches the body under none of the secrets (exit 3).
@@ -454,6 +462,12 @@ impl Error {
                 Some("give --member one of the names listed, exactly".into())
             }
             Error::NoNdjsonMember { .. } => Some("choose one with --member NAME".into()),
+            Error::TrailingData { .. } => Some(
+                "the gzip data before them is complete and its checksums match, but something was \
+                 appended to the file; download the export again, or check what wrote or copied \
+                 it"
+                .into(),
+            ),
             Error::MalformedSignature(_) => {
                 Some("pass the X-CipherStream-Signature header's value exactly as received".into())
             }
@@ -604,6 +618,11 @@ impl fmt::Display for Error {
                 f,
                 "{input}: the ZIP holds several members and none ends in .ndjson: {}",
                 members.join(", ")
+            ),
+            Error::TrailingData { input, bytes } => write!(
+                f,
+                "{input}: {bytes} byte(s) of trailing data after the last gzip member (neither \
+                 another member nor zero padding)"
             ),
             Error::MalformedSignature(why) => write!(
                 f,

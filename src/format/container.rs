@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::gzip;
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A ZIP archive.
     Zip,
-    /// gzip (possibly several concatenated members).
+    /// gzip (possibly several concatenated members, possibly zero-padded: see `format::gzip`).
     Gzip,
     /// Plain NDJSON.
     Plain,
@@ -182,7 +183,7 @@ pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) ->
                     .chain(rest),
                 count: consumed.clone(),
             };
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
+            Box::new(gzip::Members::new(raw))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -219,20 +220,17 @@ pub fn open_seekable<R: Read + Seek + Send + 'static>(
     let (meta, reader): (Meta, Box<dyn Read + Send>) = match head.kind {
         Kind::Zip => return open_zip(source, name, member),
         Kind::Gzip => {
-            let raw = io::BufReader::with_capacity(
-                256 * 1024,
-                Counting {
-                    inner: source,
-                    count: consumed.clone(),
-                },
-            );
+            let raw = Counting {
+                inner: source,
+                count: consumed.clone(),
+            };
             let meta = Meta {
                 kind: Kind::Gzip,
                 member: None,
                 total: Some(size),
                 crc32: None,
             };
-            (meta, Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
+            (meta, Box::new(gzip::Members::new(raw)))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -592,11 +590,16 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
 }
 
 /// Turn an error met while reading the NDJSON out of a container into the right failure class:
-/// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch); for plain
-/// NDJSON it is an I/O error.
+/// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch, or bytes after
+/// the last gzip member that are neither a member nor zero padding); for plain NDJSON it is an
+/// I/O error.
 pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
     match meta.kind {
         Kind::Plain => Error::io(format!("reading {input}"), e),
+        Kind::Gzip if gzip::trailing_data(&e).is_some() => Error::TrailingData {
+            input: input.to_owned(),
+            bytes: gzip::trailing_data(&e).map_or(0, |t| t.bytes),
+        },
         kind => {
             let what = match e.kind() {
                 io::ErrorKind::UnexpectedEof => "is truncated".to_owned(),
@@ -770,6 +773,44 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// A gzip export zero-padded after its last member reads to its end; other bytes after it
+    /// are trailing data, named as such after every row, from a file and from a stream (issue 12
+    /// item 8).
+    #[test]
+    fn gzip_padding_ends_the_export_and_trailing_bytes_are_named() {
+        use std::io::Write;
+        let data = b"{\"a\":1}\n".repeat(1000);
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        w.write_all(&data).unwrap();
+        let gz = w.finish().unwrap();
+        let read_stream = |input: Vec<u8>| {
+            let mut source = io::Cursor::new(input);
+            let head = sniff(&mut source, "z", None).unwrap();
+            let mut ndjson = open_stream(head, source, "z").unwrap();
+            let mut out = Vec::new();
+            let e = ndjson.reader.read_to_end(&mut out).err();
+            (out, e.map(|e| read_error("z", &ndjson.meta, e)))
+        };
+
+        let mut padded = gz.clone();
+        padded.resize(gz.len() + 512 - gz.len() % 512, 0);
+        let (out, err, _) = read_steps(padded.clone(), 4096).unwrap();
+        assert_eq!((out, err.map(|e| e.to_string())), (data.clone(), None));
+        let (out, err) = read_stream(padded);
+        assert_eq!((out, err.map(|e| e.to_string())), (data.clone(), None));
+
+        let mut junk = gz.clone();
+        junk.extend_from_slice(b"\r\n--boundary--\r\n");
+        let expected = "z: 16 byte(s) of trailing data after the last gzip member (neither \
+                        another member nor zero padding)";
+        let (out, err, _) = read_steps(junk.clone(), 4096).unwrap();
+        let err = err.unwrap();
+        assert_eq!((out, err.to_string()), (data.clone(), expected.to_owned()));
+        assert_eq!(err.exit(), Exit::Failure);
+        let (out, err) = read_stream(junk);
+        assert_eq!((out, err.unwrap().to_string()), (data, expected.to_owned()));
     }
 
     #[test]
