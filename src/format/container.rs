@@ -328,17 +328,51 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::container(name, format!("not a readable ZIP archive ({e})")))?;
     let mut names = Vec::new();
+    // Every entry's (raw name, name), directories included, for the duplicate check.
+    let mut entries = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
             .map_err(|e| Error::container(name, format!("ZIP entry {i} is unreadable ({e})")))?;
+        let entry_name = entry
+            .name()
+            .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
+            .into_owned();
+        entries.push((entry.name_raw().to_vec(), entry_name.clone()));
         if !entry.is_dir() {
-            let entry_name = entry
-                .name()
-                .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
-                .into_owned();
             names.push((i, entry_name));
         }
+    }
+    if archive.has_duplicate_names() {
+        // The `zip` crate indexes entries by name and keeps only the last of several with one
+        // name (while `unzip -p` prints them all): list them from the central directory itself.
+        let start = archive.central_directory_start();
+        let mut file = archive.into_inner();
+        let raw = central_directory_names(&mut file, start).unwrap_or_default();
+        let decoded: std::collections::HashMap<&[u8], &str> = entries
+            .iter()
+            .map(|(raw, name)| (raw.as_slice(), name.as_str()))
+            .collect();
+        let all: Vec<String> = raw
+            .iter()
+            .map(|r| match decoded.get(r.as_slice()) {
+                Some(name) => (*name).to_owned(),
+                None => String::from_utf8_lossy(r).into_owned(),
+            })
+            .collect();
+        return Err(Error::DuplicateMembers {
+            input: name.to_owned(),
+            names: duplicates(&all),
+        });
+    }
+    // Names that differ as bytes can still read the same (one in CP437, one flagged UTF-8).
+    let all: Vec<String> = entries.into_iter().map(|(_, name)| name).collect();
+    let repeated = duplicates(&all);
+    if !repeated.is_empty() {
+        return Err(Error::DuplicateMembers {
+            input: name.to_owned(),
+            names: repeated,
+        });
     }
     let index = choose_member(name, &names, member)?;
     let member_name = names
@@ -550,6 +584,40 @@ impl<R: Read> Read for ExactSize<R> {
         }
         Ok(n)
     }
+}
+
+/// The raw names of a ZIP's central directory entries, in order, read from the archive itself:
+/// the headers are walked from `start` while their signature holds.
+fn central_directory_names<R: Read + Seek>(file: &mut R, start: u64) -> io::Result<Vec<Vec<u8>>> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut r = io::BufReader::new(file);
+    let mut names = Vec::new();
+    let mut fixed = [0u8; 46];
+    while read_head(&mut r, &mut fixed)? == fixed.len() && fixed.starts_with(b"PK\x01\x02") {
+        let field = |at: usize| u16::from_le_bytes([fixed[at], fixed[at + 1]]);
+        let mut name = vec![0; usize::from(field(28))];
+        r.read_exact(&mut name)?;
+        r.seek_relative(i64::from(field(30)) + i64::from(field(32)))?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Each name that occurs more than once in `all`, with its count, in order of first occurrence.
+fn duplicates(all: &[String]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for name in all {
+        match seen.get(name.as_str()) {
+            Some(&at) => counts[at].1 += 1,
+            None => {
+                seen.insert(name.as_str(), counts.len());
+                counts.push((name.clone(), 1));
+            }
+        }
+    }
+    counts.retain(|(_, count)| *count > 1);
+    counts
 }
 
 /// Apply SPEC's member rules to the (index, name) list of non-directory entries.
@@ -773,6 +841,82 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// A ZIP whose members are `names`, each holding `data`.
+    fn zip_named(names: &[&str], data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        for name in names {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// Replace every occurrence of `from` in `bytes` with `to`, of the same length (a name, in
+    /// its local header and its central directory entry).
+    fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+        assert_eq!(from.len(), to.len());
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+            bytes[at + i..at + i + to.len()].copy_from_slice(to);
+            at += i + to.len();
+        }
+    }
+
+    fn open_error(zip: Vec<u8>, member: Option<&str>) -> Error {
+        let size = zip.len() as u64;
+        open_seekable(io::Cursor::new(zip), "z", size, member)
+            .err()
+            .expect("refused")
+    }
+
+    /// Entries with one name: the `zip` crate indexes one of them (the last); the archive is
+    /// refused and the central directory's entries are counted, whatever `--member` says.
+    #[test]
+    fn entries_with_the_same_name_are_refused() {
+        let mut zip = zip_named(&["README.txt", "a.ndjson", "b.ndjson", "c.ndjson"], b"{}\n");
+        rename(&mut zip, b"b.ndjson", b"a.ndjson");
+        rename(&mut zip, b"c.ndjson", b"a.ndjson");
+        for member in [None, Some("a.ndjson"), Some("README.txt")] {
+            let e = open_error(zip.clone(), member);
+            assert_eq!(
+                e.to_string(),
+                "z: ambiguous ZIP: several of its entries have the same name: a.ndjson (3 \
+                 entries)"
+            );
+            assert_eq!(e.exit(), Exit::Failure);
+        }
+        let mut zip = zip_named(
+            &[
+                "x.ndjson",
+                "y.ndjson",
+                "__MACOSX/._x.ndjson",
+                "__MACOSX/._y.ndjson",
+            ],
+            b"{}\n",
+        );
+        rename(&mut zip, b"y.ndjson", b"x.ndjson");
+        assert_eq!(
+            open_error(zip, None).to_string(),
+            "z: ambiguous ZIP: several of its entries have the same name: x.ndjson (2 entries), \
+             __MACOSX/._x.ndjson (2 entries)"
+        );
+    }
+
+    /// Names that differ as bytes but read the same are the same name: here 0x82 (CP437 for
+    /// U+00E9) and C3 A9 (UTF-8 for it).
+    #[test]
+    fn names_that_read_the_same_are_the_same_name() {
+        let mut zip = zip_named(&["x.ndjson", "\u{e9}.ndjson"], b"{}\n");
+        rename(&mut zip, b"x.ndjson", b"\x82.ndjson");
+        assert_eq!(
+            open_error(zip, None).to_string(),
+            "z: ambiguous ZIP: several of its entries have the same name: \u{e9}.ndjson (2 \
+             entries)"
+        );
     }
 
     /// A gzip export zero-padded after its last member reads to its end; other bytes after it
