@@ -620,9 +620,24 @@ fn duplicates(all: &[String]) -> Vec<(String, usize)> {
     counts
 }
 
-/// Apply SPEC's member rules to the (index, name) list of non-directory entries.
+/// True for the metadata macOS adds when it zips files (Archive Utility, Finder's Compress,
+/// `ditto -c -k --sequesterRsrc`): `__MACOSX/` holds an AppleDouble `._NAME` beside each file
+/// (its extended attributes and resource fork), and a zipped folder may hold Finder's
+/// `.DS_Store`. None of it is ever data (issue 12 item 8).
+pub fn is_macos_metadata(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    name.starts_with("__MACOSX/") || base.starts_with("._") || base == ".DS_Store"
+}
+
+/// Apply SPEC's member rules to the (index, name) list of non-directory entries. macOS metadata
+/// ([`is_macos_metadata`]) is never chosen, unless `--member` names it exactly.
 fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -> Result<usize> {
-    let listing = || names.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    let data: Vec<(usize, String)> = names
+        .iter()
+        .filter(|(_, n)| !is_macos_metadata(n))
+        .cloned()
+        .collect();
+    let listing = || data.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
     if let Some(wanted) = wanted {
         return names
             .iter()
@@ -634,11 +649,15 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
                 members: listing(),
             });
     }
-    match names {
-        [] => Err(Error::container(input, "the ZIP archive holds no files")),
+    match data.as_slice() {
+        [] if names.is_empty() => Err(Error::container(input, "the ZIP archive holds no files")),
+        [] => Err(Error::container(
+            input,
+            "the ZIP archive holds no files besides macOS metadata (__MACOSX/, ._*, .DS_Store)",
+        )),
         [(i, _)] => Ok(*i),
         _ => {
-            let candidates: Vec<&(usize, String)> = names
+            let candidates: Vec<&(usize, String)> = data
                 .iter()
                 .filter(|(_, n)| n.to_ascii_lowercase().ends_with(".ndjson"))
                 .collect();
@@ -841,6 +860,43 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// macOS metadata (AppleDouble `._*` files under `__MACOSX/`, `.DS_Store`) is never data.
+    #[test]
+    fn macos_metadata_is_never_chosen() {
+        let mac = names(&[
+            "export/.DS_Store",
+            "export/x.ndjson",
+            "__MACOSX/export/._x.ndjson",
+            "__MACOSX/export/._.DS_Store",
+        ]);
+        assert_eq!(choose_member("z", &mac, None).unwrap(), 1);
+        let mac = names(&["data.txt", "__MACOSX/._data.txt"]);
+        assert_eq!(choose_member("z", &mac, None).unwrap(), 0);
+        // --member may still name one exactly.
+        assert_eq!(
+            choose_member("z", &mac, Some("__MACOSX/._data.txt")).unwrap(),
+            1
+        );
+        let e = choose_member("z", &names(&["__MACOSX/._x.ndjson"]), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP archive holds no files besides macOS metadata (__MACOSX/, ._*, .DS_Store)"
+        );
+        // Candidates and listings leave the metadata out.
+        let e = choose_member(
+            "z",
+            &names(&["a.ndjson", "b.ndjson", "__MACOSX/._a.ndjson"]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP holds several candidate members: a.ndjson, b.ndjson"
+        );
+        assert!(!is_macos_metadata("exports/2024._x.ndjson"));
+        assert!(!is_macos_metadata("MACOSX/x.ndjson"));
     }
 
     /// A ZIP whose members are `names`, each holding `data`.
