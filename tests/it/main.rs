@@ -9,3 +9,4 @@ mod props;
 mod util;
 mod vectors;
 mod webhook;
+mod writers;
