@@ -328,6 +328,22 @@ pub enum Error {
         /// The archive's members.
         members: Vec<String>,
     },
+    /// A ZIP holds several entries with the same name (exit 1): tools disagree on which one is
+    /// meant, so none is read.
+    DuplicateMembers {
+        /// The input as the user named it.
+        input: String,
+        /// Each name held by several entries, with how many, in central-directory order.
+        names: Vec<(String, usize)>,
+    },
+    /// Bytes follow the last gzip member that are neither another member nor zero padding
+    /// (exit 1).
+    TrailingData {
+        /// The input as the user named it.
+        input: String,
+        /// How many bytes follow the last member.
+        bytes: u64,
+    },
     /// `--signature` is not `sha256=` and 64 hex digits (exit 3: it comes from the request).
     MalformedSignature(String),
     /// The signature matches the body under none of the secrets (exit 3).
@@ -613,6 +629,17 @@ impl Error {
                     .into(),
             ),
             Error::NoNdjsonMember { .. } => Some("choose one with --member NAME".into()),
+            Error::DuplicateMembers { .. } => Some(
+                "an export holds each name once, so this archive was changed after it was made \
+                 (--member cannot tell entries of one name apart); download the export again"
+                    .into(),
+            ),
+            Error::TrailingData { .. } => Some(
+                "the gzip data before them is complete and its checksums match, but something was \
+                 appended to the file; download the export again, or check what wrote or copied \
+                 it"
+                .into(),
+            ),
             Error::MalformedSignature(_) => {
                 Some("pass the X-CipherStream-Signature header's value exactly as received".into())
             }
@@ -821,6 +848,22 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "{input}: the ZIP holds several members and none ends in .ndjson: {}",
                 text::list(members)
+            ),
+            Error::DuplicateMembers { input, names } => {
+                let listed: Vec<String> = names
+                    .iter()
+                    .map(|(name, count)| format!("{name} ({count} entries)"))
+                    .collect();
+                write!(
+                    f,
+                    "{input}: ambiguous ZIP: several of its entries have the same name: {}",
+                    listed.join(", ")
+                )
+            }
+            Error::TrailingData { input, bytes } => write!(
+                f,
+                "{input}: {bytes} byte(s) of trailing data after the last gzip member (neither \
+                 another member nor zero padding)"
             ),
             Error::MalformedSignature(why) => write!(
                 f,

@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::gzip;
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A ZIP archive.
     Zip,
-    /// gzip (possibly several concatenated members).
+    /// gzip (possibly several concatenated members, possibly zero-padded: see `format::gzip`).
     Gzip,
     /// Plain NDJSON.
     Plain,
@@ -182,7 +183,7 @@ pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) ->
                     .chain(rest),
                 count: consumed.clone(),
             };
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
+            Box::new(gzip::Members::new(raw))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -219,20 +220,17 @@ pub fn open_seekable<R: Read + Seek + Send + 'static>(
     let (meta, reader): (Meta, Box<dyn Read + Send>) = match head.kind {
         Kind::Zip => return open_zip(source, name, member),
         Kind::Gzip => {
-            let raw = io::BufReader::with_capacity(
-                256 * 1024,
-                Counting {
-                    inner: source,
-                    count: consumed.clone(),
-                },
-            );
+            let raw = Counting {
+                inner: source,
+                count: consumed.clone(),
+            };
             let meta = Meta {
                 kind: Kind::Gzip,
                 member: None,
                 total: Some(size),
                 crc32: None,
             };
-            (meta, Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
+            (meta, Box::new(gzip::Members::new(raw)))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -330,17 +328,51 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::container(name, format!("not a readable ZIP archive ({e})")))?;
     let mut names = Vec::new();
+    // Every entry's (raw name, name), directories included, for the duplicate check.
+    let mut entries = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
             .map_err(|e| Error::container(name, format!("ZIP entry {i} is unreadable ({e})")))?;
+        let entry_name = entry
+            .name()
+            .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
+            .into_owned();
+        entries.push((entry.name_raw().to_vec(), entry_name.clone()));
         if !entry.is_dir() {
-            let entry_name = entry
-                .name()
-                .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
-                .into_owned();
             names.push((i, entry_name));
         }
+    }
+    if archive.has_duplicate_names() {
+        // The `zip` crate indexes entries by name and keeps only the last of several with one
+        // name (while `unzip -p` prints them all): list them from the central directory itself.
+        let start = archive.central_directory_start();
+        let mut file = archive.into_inner();
+        let raw = central_directory_names(&mut file, start).unwrap_or_default();
+        let decoded: std::collections::HashMap<&[u8], &str> = entries
+            .iter()
+            .map(|(raw, name)| (raw.as_slice(), name.as_str()))
+            .collect();
+        let all: Vec<String> = raw
+            .iter()
+            .map(|r| match decoded.get(r.as_slice()) {
+                Some(name) => (*name).to_owned(),
+                None => String::from_utf8_lossy(r).into_owned(),
+            })
+            .collect();
+        return Err(Error::DuplicateMembers {
+            input: name.to_owned(),
+            names: duplicates(&all),
+        });
+    }
+    // Names that differ as bytes can still read the same (one in CP437, one flagged UTF-8).
+    let all: Vec<String> = entries.into_iter().map(|(_, name)| name).collect();
+    let repeated = duplicates(&all);
+    if !repeated.is_empty() {
+        return Err(Error::DuplicateMembers {
+            input: name.to_owned(),
+            names: repeated,
+        });
     }
     let index = choose_member(name, &names, member)?;
     let member_name = names
@@ -553,9 +585,58 @@ impl<R: Read> Read for ExactSize<R> {
     }
 }
 
-/// Apply SPEC's member rules to the (index, name) list of non-directory entries.
+/// The raw names of a ZIP's central directory entries, in order, read from the archive itself:
+/// the headers are walked from `start` while their signature holds.
+fn central_directory_names<R: Read + Seek>(file: &mut R, start: u64) -> io::Result<Vec<Vec<u8>>> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut r = io::BufReader::new(file);
+    let mut names = Vec::new();
+    let mut fixed = [0u8; 46];
+    while read_head(&mut r, &mut fixed)? == fixed.len() && fixed.starts_with(b"PK\x01\x02") {
+        let field = |at: usize| u16::from_le_bytes([fixed[at], fixed[at + 1]]);
+        let mut name = vec![0; usize::from(field(28))];
+        r.read_exact(&mut name)?;
+        r.seek_relative(i64::from(field(30)) + i64::from(field(32)))?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Each name that occurs more than once in `all`, with its count, in order of first occurrence.
+fn duplicates(all: &[String]) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for name in all {
+        match seen.get(name.as_str()) {
+            Some(&at) => counts[at].1 += 1,
+            None => {
+                seen.insert(name.as_str(), counts.len());
+                counts.push((name.clone(), 1));
+            }
+        }
+    }
+    counts.retain(|(_, count)| *count > 1);
+    counts
+}
+
+/// True for the metadata macOS adds when it zips files (Archive Utility, Finder's Compress,
+/// `ditto -c -k --sequesterRsrc`): `__MACOSX/` holds an AppleDouble `._NAME` beside each file
+/// (its extended attributes and resource fork), and a zipped folder may hold Finder's
+/// `.DS_Store`. None of it is ever data (issue 12 item 8).
+pub fn is_macos_metadata(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    name.starts_with("__MACOSX/") || base.starts_with("._") || base == ".DS_Store"
+}
+
+/// Apply SPEC's member rules to the (index, name) list of non-directory entries. macOS metadata
+/// ([`is_macos_metadata`]) is never chosen, unless `--member` names it exactly.
 fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -> Result<usize> {
-    let listing = || names.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    let data: Vec<(usize, String)> = names
+        .iter()
+        .filter(|(_, n)| !is_macos_metadata(n))
+        .cloned()
+        .collect();
+    let listing = || data.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
     if let Some(wanted) = wanted {
         return names
             .iter()
@@ -567,11 +648,15 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
                 members: listing(),
             });
     }
-    match names {
-        [] => Err(Error::container(input, "the ZIP archive holds no files")),
+    match data.as_slice() {
+        [] if names.is_empty() => Err(Error::container(input, "the ZIP archive holds no files")),
+        [] => Err(Error::container(
+            input,
+            "the ZIP archive holds no files besides macOS metadata (__MACOSX/, ._*, .DS_Store)",
+        )),
         [(i, _)] => Ok(*i),
         _ => {
-            let candidates: Vec<&(usize, String)> = names
+            let candidates: Vec<&(usize, String)> = data
                 .iter()
                 .filter(|(_, n)| n.to_ascii_lowercase().ends_with(".ndjson"))
                 .collect();
@@ -591,11 +676,16 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
 }
 
 /// Turn an error met while reading the NDJSON out of a container into the right failure class:
-/// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch); for plain
-/// NDJSON it is an I/O error.
+/// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch, or bytes after
+/// the last gzip member that are neither a member nor zero padding); for plain NDJSON it is an
+/// I/O error.
 pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
     match meta.kind {
         Kind::Plain => Error::io(format!("reading {input}"), e),
+        Kind::Gzip if gzip::trailing_data(&e).is_some() => Error::TrailingData {
+            input: input.to_owned(),
+            bytes: gzip::trailing_data(&e).map_or(0, |t| t.bytes),
+        },
         kind => {
             let what = match e.kind() {
                 io::ErrorKind::UnexpectedEof => "is truncated".to_owned(),
@@ -788,6 +878,157 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// macOS metadata (AppleDouble `._*` files under `__MACOSX/`, `.DS_Store`) is never data.
+    #[test]
+    fn macos_metadata_is_never_chosen() {
+        let mac = names(&[
+            "export/.DS_Store",
+            "export/x.ndjson",
+            "__MACOSX/export/._x.ndjson",
+            "__MACOSX/export/._.DS_Store",
+        ]);
+        assert_eq!(choose_member("z", &mac, None).unwrap(), 1);
+        let mac = names(&["data.txt", "__MACOSX/._data.txt"]);
+        assert_eq!(choose_member("z", &mac, None).unwrap(), 0);
+        // --member may still name one exactly.
+        assert_eq!(
+            choose_member("z", &mac, Some("__MACOSX/._data.txt")).unwrap(),
+            1
+        );
+        let e = choose_member("z", &names(&["__MACOSX/._x.ndjson"]), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP archive holds no files besides macOS metadata (__MACOSX/, ._*, .DS_Store)"
+        );
+        // Candidates and listings leave the metadata out.
+        let e = choose_member(
+            "z",
+            &names(&["a.ndjson", "b.ndjson", "__MACOSX/._a.ndjson"]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "z: the ZIP holds several candidate members: a.ndjson, b.ndjson"
+        );
+        assert!(!is_macos_metadata("exports/2024._x.ndjson"));
+        assert!(!is_macos_metadata("MACOSX/x.ndjson"));
+    }
+
+    /// A ZIP whose members are `names`, each holding `data`.
+    fn zip_named(names: &[&str], data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        for name in names {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// Replace every occurrence of `from` in `bytes` with `to`, of the same length (a name, in
+    /// its local header and its central directory entry).
+    fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+        assert_eq!(from.len(), to.len());
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from) {
+            bytes[at + i..at + i + to.len()].copy_from_slice(to);
+            at += i + to.len();
+        }
+    }
+
+    fn open_error(zip: Vec<u8>, member: Option<&str>) -> Error {
+        let size = zip.len() as u64;
+        open_seekable(io::Cursor::new(zip), "z", size, member)
+            .err()
+            .expect("refused")
+    }
+
+    /// Entries with one name: the `zip` crate indexes one of them (the last); the archive is
+    /// refused and the central directory's entries are counted, whatever `--member` says.
+    #[test]
+    fn entries_with_the_same_name_are_refused() {
+        let mut zip = zip_named(&["README.txt", "a.ndjson", "b.ndjson", "c.ndjson"], b"{}\n");
+        rename(&mut zip, b"b.ndjson", b"a.ndjson");
+        rename(&mut zip, b"c.ndjson", b"a.ndjson");
+        for member in [None, Some("a.ndjson"), Some("README.txt")] {
+            let e = open_error(zip.clone(), member);
+            assert_eq!(
+                e.to_string(),
+                "z: ambiguous ZIP: several of its entries have the same name: a.ndjson (3 \
+                 entries)"
+            );
+            assert_eq!(e.exit(), Exit::Failure);
+        }
+        let mut zip = zip_named(
+            &[
+                "x.ndjson",
+                "y.ndjson",
+                "__MACOSX/._x.ndjson",
+                "__MACOSX/._y.ndjson",
+            ],
+            b"{}\n",
+        );
+        rename(&mut zip, b"y.ndjson", b"x.ndjson");
+        assert_eq!(
+            open_error(zip, None).to_string(),
+            "z: ambiguous ZIP: several of its entries have the same name: x.ndjson (2 entries), \
+             __MACOSX/._x.ndjson (2 entries)"
+        );
+    }
+
+    /// Names that differ as bytes but read the same are the same name: here 0x82 (CP437 for
+    /// U+00E9) and C3 A9 (UTF-8 for it).
+    #[test]
+    fn names_that_read_the_same_are_the_same_name() {
+        let mut zip = zip_named(&["x.ndjson", "\u{e9}.ndjson"], b"{}\n");
+        rename(&mut zip, b"x.ndjson", b"\x82.ndjson");
+        assert_eq!(
+            open_error(zip, None).to_string(),
+            "z: ambiguous ZIP: several of its entries have the same name: \u{e9}.ndjson (2 \
+             entries)"
+        );
+    }
+
+    /// A gzip export zero-padded after its last member reads to its end; other bytes after it
+    /// are trailing data, named as such after every row, from a file and from a stream (issue 12
+    /// item 8).
+    #[test]
+    fn gzip_padding_ends_the_export_and_trailing_bytes_are_named() {
+        use std::io::Write;
+        let data = b"{\"a\":1}\n".repeat(1000);
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        w.write_all(&data).unwrap();
+        let gz = w.finish().unwrap();
+        let read_stream = |input: Vec<u8>| {
+            let mut source = io::Cursor::new(input);
+            let head = sniff(&mut source, "z", None).unwrap();
+            let mut ndjson = open_stream(head, source, "z").unwrap();
+            let mut out = Vec::new();
+            let e = ndjson.reader.read_to_end(&mut out).err();
+            (out, e.map(|e| read_error("z", &ndjson.meta, e)))
+        };
+
+        let mut padded = gz.clone();
+        padded.resize(gz.len() + 512 - gz.len() % 512, 0);
+        let (out, err, _) = read_steps(padded.clone(), 4096).unwrap();
+        assert_eq!((out, err.map(|e| e.to_string())), (data.clone(), None));
+        let (out, err) = read_stream(padded);
+        assert_eq!((out, err.map(|e| e.to_string())), (data.clone(), None));
+
+        let mut junk = gz.clone();
+        junk.extend_from_slice(b"\r\n--boundary--\r\n");
+        let expected = "z: 16 byte(s) of trailing data after the last gzip member (neither \
+                        another member nor zero padding)";
+        let (out, err, _) = read_steps(junk.clone(), 4096).unwrap();
+        let err = err.unwrap();
+        assert_eq!((out, err.to_string()), (data.clone(), expected.to_owned()));
+        assert_eq!(err.exit(), Exit::Failure);
+        let (out, err) = read_stream(junk);
+        assert_eq!((out, err.unwrap().to_string()), (data, expected.to_owned()));
     }
 
     #[test]

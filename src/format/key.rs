@@ -59,10 +59,13 @@ impl Key {
         Ok(Key(bytes))
     }
 
-    /// Parse the base64 text of a key; surrounding whitespace is ignored. `source` names where the
-    /// text came from in errors.
+    /// Parse the base64 text of a key; a UTF-8 byte order mark at the start (Windows editors save
+    /// one) and surrounding whitespace are ignored. `source` names where the text came from in
+    /// errors. Text that is not base64 because of a character that does not show (another byte
+    /// order mark, a zero-width or no-break space, a carriage return inside) is refused with that
+    /// character's name and position, and never with the text itself.
     pub fn from_base64(text: &[u8], source: &KeySource) -> Result<Key> {
-        let trimmed = text.trim_ascii();
+        let trimmed = text.strip_prefix(BOM).unwrap_or(text).trim_ascii();
         if trimmed.is_empty() {
             return Err(Error::Key(format!(
                 "{source} is empty: expected a base64 key"
@@ -76,7 +79,7 @@ impl Key {
         let mut decoded = Zeroizing::new(Vec::with_capacity(trimmed.len()));
         engine
             .decode_vec(trimmed, &mut decoded)
-            .map_err(|_| Error::Key(format!("{source} is not valid base64 (standard alphabet)")))?;
+            .map_err(|_| Error::Key(not_base64(source, text, trimmed)))?;
         let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
             Error::Key(format!(
                 "{source} decodes to {} bytes, but an AES-256 key needs exactly 32 bytes",
@@ -116,6 +119,80 @@ impl Key {
     }
 }
 
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why `trimmed` (the key text, without a leading byte order mark and surrounding whitespace) is
+/// not base64, for the error. It names the first character outside the base64 alphabet and its
+/// position when that character does not show on a screen, or shows as something else; a visible
+/// one is only located, never shown: no character of a key reaches a message.
+fn not_base64(source: &KeySource, text: &[u8], trimmed: &[u8]) -> String {
+    if text.starts_with(b"\xFF\xFE") || text.starts_with(b"\xFE\xFF") {
+        return format!(
+            "{source} is UTF-16 text (it starts with a UTF-16 byte order mark); save it as UTF-8 \
+             or ASCII"
+        );
+    }
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
+    let Some(at) = trimmed.iter().position(|&b| !base64(b)) else {
+        return format!("{source} is not valid base64 (standard alphabet)");
+    };
+    // The position in characters, counted from the key's first, as an editor shows them.
+    let position = String::from_utf8_lossy(&trimmed[..at]).chars().count() + 1;
+    let rest = &trimmed[at..];
+    let what = match rest[0] {
+        b'\r' => "a carriage return (CR, U+000D)".to_owned(),
+        b'\n' => "a line break (LF, U+000A)".to_owned(),
+        b'\t' => "a tab (U+0009)".to_owned(),
+        b' ' => "a space".to_owned(),
+        b if b.is_ascii_control() => format!("the control character U+{b:04X}"),
+        b if b.is_ascii() => {
+            "a character outside the standard base64 alphabet (A-Z, a-z, 0-9, +, /, =)".to_owned()
+        }
+        _ => match utf8_char(rest) {
+            Some(c) => match invisible_name(c) {
+                Some(name) => format!("{name} (U+{:04X})", u32::from(c)),
+                None => format!("the non-ASCII character U+{:04X}", u32::from(c)),
+            },
+            None => format!("the byte 0x{:02X}, which is not UTF-8 text", rest[0]),
+        },
+    };
+    format!(
+        "{source} is not valid base64 (standard alphabet): it holds {what} at character {position}"
+    )
+}
+
+/// The first character of `bytes`, if they start with one in UTF-8.
+fn utf8_char(bytes: &[u8]) -> Option<char> {
+    let len = match bytes[0] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    std::str::from_utf8(bytes.get(..len)?).ok()?.chars().next()
+}
+
+/// Names of the characters that copying, pasting and editors slip into text without showing them.
+fn invisible_name(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{FEFF}' => "a byte order mark",
+        '\u{200B}' => "a zero-width space",
+        '\u{200C}' => "a zero-width non-joiner",
+        '\u{200D}' => "a zero-width joiner",
+        '\u{2060}' => "a word joiner",
+        '\u{00A0}' => "a no-break space",
+        '\u{202F}' => "a narrow no-break space",
+        '\u{00AD}' => "a soft hyphen",
+        '\u{2028}' => "a line separator",
+        '\u{2029}' => "a paragraph separator",
+        '\u{3000}' => "an ideographic space",
+        '\u{2000}'..='\u{200A}' => "a typographic space",
+        '\u{FFFD}' => "a replacement character",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,8 +223,93 @@ mod tests {
         let e = Key::from_base64(b"not base64 at all!", &SRC).unwrap_err();
         assert_eq!(
             e.to_string(),
+            "CIPHERSTREAM_KEY is not valid base64 (standard alphabet): it holds a space at \
+             character 4"
+        );
+        // Only the alphabet's characters, in a way base64 does not allow.
+        let e = Key::from_base64(b"AAAA=AAA", &SRC).unwrap_err();
+        assert_eq!(
+            e.to_string(),
             "CIPHERSTREAM_KEY is not valid base64 (standard alphabet)"
         );
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// A key file saved by a Windows editor starts with a UTF-8 byte order mark: ignored.
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored() {
+        for text in [
+            format!("\u{feff}{KEY}\r\n"),
+            format!("\u{feff}  {KEY}\n"),
+            format!("\u{feff}{KEY}"),
+        ] {
+            let k = Key::from_base64(text.as_bytes(), &SRC).unwrap();
+            assert_eq!(k.bytes()[31], 31);
+        }
+    }
+
+    /// An invisible character is named with its position, and no character of the key is shown.
+    #[test]
+    fn an_invisible_character_is_named_with_its_position() {
+        let at = |i: usize, c: &str| format!("{}{c}{}", &KEY[..i], &KEY[i..]);
+        let cases = [
+            (at(10, "\u{200B}"), "a zero-width space (U+200B) at character 11"),
+            (at(0, "\u{00A0}"), "a no-break space (U+00A0) at character 1"),
+            (format!("\u{feff}{}", at(43, "\u{feff}")), "a byte order mark (U+FEFF) at character 44"),
+            (at(20, "\r"), "a carriage return (CR, U+000D) at character 21"),
+            (at(22, "\n"), "a line break (LF, U+000A) at character 23"),
+            (at(5, " "), "a space at character 6"),
+            (at(5, "\t"), "a tab (U+0009) at character 6"),
+            (at(5, "\u{0}"), "the control character U+0000 at character 6"),
+            (at(5, "\u{e9}"), "the non-ASCII character U+00E9 at character 6"),
+            (at(7, "*"), "a character outside the standard base64 alphabet (A-Z, a-z, 0-9, +, /, =) at character 8"),
+            (at(7, "-"), "a character outside the standard base64 alphabet (A-Z, a-z, 0-9, +, /, =) at character 8"),
+            (format!("\u{e9}{}", at(3, "\u{200B}")), "the non-ASCII character U+00E9 at character 1"),
+        ];
+        for (text, what) in cases {
+            let e = Key::from_base64(text.as_bytes(), &SRC).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(
+                shown,
+                format!(
+                    "CIPHERSTREAM_KEY is not valid base64 (standard alphabet): it holds {what}"
+                ),
+                "{text:?}"
+            );
+            assert_eq!(e.exit().code(), 1);
+            for piece in KEY.as_bytes().chunks(4) {
+                assert!(
+                    !shown.contains(std::str::from_utf8(piece).unwrap()),
+                    "{shown}"
+                );
+            }
+        }
+        let mut bytes = KEY.as_bytes().to_vec();
+        bytes.insert(9, 0xFF);
+        let e = Key::from_base64(&bytes, &SRC).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "CIPHERSTREAM_KEY is not valid base64 (standard alphabet): it holds the byte 0xFF, \
+             which is not UTF-8 text at character 10"
+        );
+    }
+
+    /// Notepad's old "Unicode" (UTF-16) is named as such.
+    #[test]
+    fn utf16_text_is_named() {
+        for bom in [[0xFF, 0xFE], [0xFE, 0xFF]] {
+            let mut text = bom.to_vec();
+            for b in KEY.bytes() {
+                text.extend([b, 0]);
+            }
+            let e = Key::from_base64(&text, &SRC).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "CIPHERSTREAM_KEY is UTF-16 text (it starts with a UTF-16 byte order mark); save \
+                 it as UTF-8 or ASCII"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod aead;
 pub mod container;
+pub mod gzip;
 pub mod json;
 pub mod key;
 pub mod nonce;

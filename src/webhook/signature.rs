@@ -34,11 +34,19 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// Make a secret from its text; surrounding whitespace is ignored. `source` names where the text
-    /// came from in messages (a file name or the environment variable, never the text). An empty
-    /// secret, or text that is not UTF-8, is an error (exit 1).
+    /// Make a secret from its text; a UTF-8 byte order mark at the start and surrounding
+    /// whitespace are ignored. `source` names where the text came from in messages (a file name or
+    /// the environment variable, never the text). An empty secret, or text that is not UTF-8, is
+    /// an error (exit 1).
+    ///
+    /// The byte order mark (issue 12 item 8): Windows editors start a saved file with one, and
+    /// Unicode does not count it as whitespace, so it would survive the trim and be keyed into
+    /// every HMAC: `webhook verify` would call each genuine delivery forged (exit 3), and
+    /// `webhook sign` would sign wrongly. The vendor's secrets are ASCII, so no real secret starts
+    /// with one.
     pub fn from_text(text: &[u8], source: impl Into<String>) -> Result<Secret> {
         let source = source.into();
+        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
         let Ok(text) = std::str::from_utf8(text) else {
             return Err(Error::BadSecret {
                 source,
@@ -281,6 +289,17 @@ mod tests {
                 .exit(),
             Exit::Failure
         );
+    }
+
+    /// A secret file saved with a byte order mark signs as the secret itself.
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_secret() {
+        let s = Secret::from_text(b"\xEF\xBB\xBFwhsec_test_4f9a2c71e0\r\n", "w.txt").unwrap();
+        assert_eq!(
+            s.signature_header(b"x"),
+            secret("whsec_test_4f9a2c71e0").signature_header(b"x")
+        );
+        assert!(Secret::from_text(b"\xEF\xBB\xBF \n", "e").is_err());
     }
 
     #[test]

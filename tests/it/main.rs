@@ -11,3 +11,4 @@ mod readme;
 mod util;
 mod vectors;
 mod webhook;
+mod writers;

@@ -1,0 +1,341 @@
+//! gzip read member by member, and what may follow the last member.
+//!
+//! A gzip file is a series of members (RFC 1952 section 2.2), each checked against its own CRC-32
+//! and length. What follows the last one is where writers and readers part ways (issue 12 item 8):
+//! tape and block devices, and some upload paths, pad a file with zero bytes to a block size, and
+//! GNU gzip and Python's `gzip` both end quietly at them; anything else after the last member is
+//! neither a member nor padding. Such bytes are not a truncated download either, so they get a
+//! message of their own ([`TrailingData`]) instead of flate2's "invalid gzip header". Zero padding
+//! followed by another member is refused as trailing data: GNU gzip stops at the padding and drops
+//! the member while Python reads it, so the two disagree about what the file holds.
+//!
+//! The reader streams: it holds one input buffer and one inflate state, never the file.
+
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+use flate2::bufread::GzDecoder;
+
+/// The input buffer's size: the inflater reads straight out of it.
+const BUFFER: usize = 256 * 1024;
+
+/// The NDJSON of a gzip file: every member's data, in order. A member that is corrupt or cut
+/// short fails as flate2 reports it (`InvalidInput`/`InvalidData`, `UnexpectedEof`); bytes after
+/// the last member that are not zero padding fail with an `InvalidData` error holding a
+/// [`TrailingData`], after every byte of the members.
+pub struct Members<R> {
+    /// The member being read (or about to be); `None` past the last member and what followed it.
+    member: Option<GzDecoder<Peek<R>>>,
+}
+
+impl<R: Read> Members<R> {
+    /// Read the gzip file `raw` from its first byte.
+    pub fn new(raw: R) -> Members<R> {
+        Members {
+            member: Some(GzDecoder::new(Peek::new(raw))),
+        }
+    }
+}
+
+impl<R: Read> Read for Members<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while let Some(decoder) = &mut self.member {
+            let n = decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // The member ended and its CRC-32 and length matched. What follows it?
+            self.member = match what_follows(decoder.get_mut())? {
+                Next::Member => self
+                    .member
+                    .take()
+                    .map(|ended| GzDecoder::new(ended.into_inner())),
+                Next::End => None,
+            };
+        }
+        Ok(0)
+    }
+}
+
+enum Next {
+    Member,
+    End,
+}
+
+/// Look past the end of a member: another member starts with gzip's magic bytes; the end of the
+/// input, or zero bytes up to it, end the file; anything else is [`TrailingData`], counted to the
+/// end of the input.
+fn what_follows<R: Read>(raw: &mut Peek<R>) -> io::Result<Next> {
+    match raw.peek(2)? {
+        [] => return Ok(Next::End),
+        [0x1f, 0x8b, ..] => return Ok(Next::Member),
+        _ => {}
+    }
+    let (mut bytes, mut zeros) = (0u64, true);
+    loop {
+        let chunk = raw.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        zeros = zeros && chunk.iter().all(|&b| b == 0);
+        let n = chunk.len();
+        bytes += n as u64;
+        raw.consume(n);
+    }
+    if zeros {
+        Ok(Next::End)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            TrailingData { bytes },
+        ))
+    }
+}
+
+/// Bytes after the last gzip member that are neither another member nor zero padding (carried
+/// inside the `io::Error` that reading a [`Members`] returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrailingData {
+    /// How many bytes follow the last member, to the end of the input.
+    pub bytes: u64,
+}
+
+impl fmt::Display for TrailingData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} byte(s) of trailing data after the last gzip member",
+            self.bytes
+        )
+    }
+}
+
+impl std::error::Error for TrailingData {}
+
+/// The [`TrailingData`] an error from [`Members`] carries, if it is one.
+pub fn trailing_data(e: &io::Error) -> Option<TrailingData> {
+    e.get_ref()?.downcast_ref::<TrailingData>().copied()
+}
+
+/// A buffered reader that can also show the next `n` bytes without consuming them (`BufReader`
+/// shows only what its buffer happens to hold, which may be 1 byte of the 2 of gzip's magic).
+struct Peek<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
+impl<R: Read> Peek<R> {
+    fn new(inner: R) -> Peek<R> {
+        Peek {
+            inner,
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    /// At least `n` unconsumed bytes (`n` at most the buffer's size), or all that remain before
+    /// the end of the input.
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.len - self.pos < n {
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+            while self.len < n {
+                match self.inner.read(&mut self.buf[self.len..]) {
+                    Ok(0) => break,
+                    Ok(k) => self.len += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[self.pos..self.len])
+    }
+}
+
+impl<R: Read> Read for Peek<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Peek<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.len {
+            self.pos = 0;
+            self.len = 0;
+            loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(k) => {
+                        self.len = k;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// A reader that hands out at most `step` bytes per read, to put buffer edges everywhere.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Everything read from `input`, in reads of `step` bytes, and the error that ended it.
+    fn read_all(input: &[u8], step: usize) -> (Vec<u8>, Option<io::Error>) {
+        let mut r = Members::new(Trickle { data: input, step });
+        let mut out = Vec::new();
+        let mut buf = vec![0; 7000];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    fn data(n: u32) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn members_are_read_in_order() {
+        let (a, b) = (data(20_000), b"{\"last\":true}\n".to_vec());
+        let mut file = gzip(&a);
+        file.extend(gzip(b""));
+        file.extend(gzip(&b));
+        for step in [1, 2, 3, 4096, 1 << 20] {
+            let (out, err) = read_all(&file, step);
+            assert!(err.is_none(), "reads of {step}: {err:?}");
+            assert_eq!(out, [a.as_slice(), &b].concat(), "reads of {step}");
+        }
+    }
+
+    /// Zero padding after the last member ends the file, as in GNU gzip and Python.
+    #[test]
+    fn zero_padding_ends_the_file() {
+        let a = data(5000);
+        for pad in [1, 2, 511, 512, 10_000, 300_000] {
+            let mut file = gzip(&a);
+            file.extend(vec![0; pad]);
+            for step in [1, 3, 1 << 20] {
+                let (out, err) = read_all(&file, step);
+                assert!(err.is_none(), "{pad} zeros, reads of {step}: {err:?}");
+                assert_eq!(out, a, "{pad} zeros, reads of {step}");
+            }
+        }
+    }
+
+    /// Anything else after the last member is trailing data, counted to the end, after every
+    /// byte of the members; never "truncated" or "invalid header".
+    #[test]
+    fn other_bytes_after_the_last_member_are_trailing_data() {
+        let a = data(5000);
+        let cases: [&[u8]; 5] = [
+            b"garbage after the export\n",
+            b"\x1f",
+            b"\x1f\x00\x00",
+            &[0, 0, 0, 7],
+            b"\n",
+        ];
+        for tail in cases {
+            let mut file = gzip(&a);
+            file.extend_from_slice(tail);
+            for step in [1, 2, 1 << 20] {
+                let (out, err) = read_all(&file, step);
+                assert_eq!(out, a, "{tail:?}, reads of {step}");
+                let err = err.expect("an error");
+                assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+                assert_eq!(
+                    trailing_data(&err),
+                    Some(TrailingData {
+                        bytes: tail.len() as u64
+                    }),
+                    "{tail:?}, reads of {step}"
+                );
+            }
+        }
+    }
+
+    /// Zero padding followed by another member: GNU gzip stops at the padding, Python reads on;
+    /// the file is refused rather than read one way or the other.
+    #[test]
+    fn a_member_after_zero_padding_is_trailing_data() {
+        let mut file = gzip(b"{\"a\":1}\n");
+        file.extend([0; 512]);
+        let second = gzip(b"{\"b\":2}\n");
+        file.extend(&second);
+        let (out, err) = read_all(&file, 4096);
+        assert_eq!(out, b"{\"a\":1}\n");
+        assert_eq!(
+            trailing_data(&err.unwrap()).map(|t| t.bytes),
+            Some(512 + second.len() as u64)
+        );
+    }
+
+    /// A member cut short is truncation, and a corrupt one corruption: not trailing data.
+    #[test]
+    fn truncation_and_corruption_are_not_trailing_data() {
+        let file = gzip(&data(5000));
+        for cut in [5, 20, file.len() / 2, file.len() - 4] {
+            let (_, err) = read_all(&file[..cut], 4096);
+            let err = err.expect("an error");
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
+            assert_eq!(trailing_data(&err), None);
+        }
+        let mut bad_crc = file.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 1;
+        let (_, err) = read_all(&bad_crc, 4096);
+        assert!(trailing_data(&err.expect("an error")).is_none());
+    }
+
+    #[test]
+    fn the_message_counts_the_bytes() {
+        assert_eq!(
+            TrailingData { bytes: 3 }.to_string(),
+            "3 byte(s) of trailing data after the last gzip member"
+        );
+    }
+}
