@@ -35,6 +35,7 @@ Exit status:
   3  authentication failed: a row, or a webhook signature or timestamp, did not verify;
      or the row count differs from --expect-rows
   4  webhook verify --seen-file: a verified delivery_id that was already recorded
+  5  a download URL has expired or is refused (403, 404): retrying it will not help
   129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
 Secrets are never taken as command-line values: the key comes from --key-file, else
@@ -63,6 +64,9 @@ pub enum Command {
     /// Make an export in the vendor's format from plain NDJSON (for tests and staging).
     #[command(after_help = EXIT_CODES)]
     Encrypt(EncryptArgs),
+    /// Download an export from its (presigned) URL to a file, resumably and atomically.
+    #[command(after_help = EXIT_CODES)]
+    Fetch(FetchArgs),
     /// Generate a new random 32-byte key, printed as base64.
     Keygen(KeygenArgs),
     /// Verify or sign webhook bodies.
@@ -210,6 +214,41 @@ pub struct EncryptArgs {
     /// Job id naming the ZIP member `<job_id>.ndjson` [default: the output file's stem].
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
+}
+
+/// `cipherstream fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The https:// URL of the export (a presigned S3 URL). Its query string holds credentials:
+    /// only its scheme, host and path are ever shown.
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Where to write the export. It appears only complete; the bytes accumulate beside it in
+    /// .NAME.cipherstream-download (with a small state file) and resume in a later run.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// The size the export must have, in bytes (the webhook's file_size_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub expect_size: Option<u64>,
+
+    /// Failures in a row without any new byte before giving up (the URL's expiry also ends the
+    /// retries).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub retries: u32,
+
+    /// Seconds a read may wait for a single byte before the connection counts as stalled.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+
+    /// Also trust the certificates in this PEM file (a TLS-inspecting proxy's CA).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `cipherstream keygen`.

@@ -25,6 +25,8 @@ pub enum Exit {
     Auth = 3,
     /// `webhook verify --seen-file`: a delivery id that was already recorded.
     Duplicate = 4,
+    /// A download URL has expired or is refused (`403`, `404`): retrying it will not help.
+    Refused = 5,
     /// Hung up: SIGHUP (the terminal or ssh session went away).
     HungUp = 129,
     /// Interrupted by SIGINT.
@@ -51,10 +53,11 @@ impl Exit {
             Exit::Success => 0,
             Exit::Duplicate => 1,
             Exit::Failure => 2,
-            Exit::Usage => 3,
-            Exit::Auth => 4,
+            Exit::Refused => 3,
+            Exit::Usage => 4,
+            Exit::Auth => 5,
             // A signal ends the process before any summary; rank it above all the same.
-            Exit::HungUp | Exit::Interrupted | Exit::Quit | Exit::Terminated => 5,
+            Exit::HungUp | Exit::Interrupted | Exit::Quit | Exit::Terminated => 6,
         };
         if rank(other) > rank(self) {
             other
@@ -380,6 +383,44 @@ pub enum Error {
         /// The seen-file.
         seen_file: PathBuf,
     },
+    /// A download URL is not usable as given (exit 2; the URL is never quoted).
+    BadUrl(crate::net::url::UrlProblem),
+    /// The download URL has expired (exit 5): ask the vendor for the job again.
+    UrlExpired {
+        /// The URL as it may be shown (scheme, host, path).
+        url: String,
+        /// When it expired by its own terms, in Unix seconds, when known.
+        at: Option<i64>,
+    },
+    /// The server refused the download (exit 5): `401`, `403`, `404`, `410`, or another status.
+    UrlRefused {
+        /// The URL as it may be shown.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The S3 error code, when the server sent one.
+        code: Option<String>,
+        /// The S3 error message, when the server sent one.
+        message: Option<String>,
+    },
+    /// A download did not complete within its retries (exit 1).
+    DownloadFailed {
+        /// The URL as it may be shown.
+        url: String,
+        /// What happened on the last try.
+        why: String,
+        /// Tries in a row without progress.
+        tries: u32,
+    },
+    /// A whole download is not the size announced (`--expect-size`) (exit 1).
+    DownloadSize {
+        /// The URL as it may be shown.
+        url: String,
+        /// The size announced.
+        expected: u64,
+        /// The size received.
+        got: u64,
+    },
     /// Several inputs failed (`--output-dir`, `verify`): each was already reported.
     Inputs {
         /// How many inputs failed.
@@ -430,6 +471,8 @@ impl Error {
             | Error::SignatureMismatch { .. }
             | Error::StaleTimestamp { .. } => Exit::Auth,
             Error::DuplicateDelivery { .. } => Exit::Duplicate,
+            Error::UrlExpired { .. } | Error::UrlRefused { .. } => Exit::Refused,
+            Error::BadUrl(_) => Exit::Usage,
             Error::RowsSkipped { exit, .. }
             | Error::Inputs { exit, .. }
             | Error::Interrupted { exit, .. } => *exit,
@@ -668,6 +711,32 @@ impl Error {
                     .into(),
             ),
             Error::WebhookBody { problem, .. } => problem.hint().map(str::to_owned),
+            Error::UrlExpired { .. } => Some(
+                "a presigned URL lives 12 hours (the webhook's expires_at says until when): ask \
+                 the vendor for the job again to get a new URL; the bytes already downloaded are \
+                 kept and resume if the object is the same"
+                    .into(),
+            ),
+            Error::UrlRefused { status: 404, .. } => Some(
+                "the object is not there (any more): check the URL, or ask the vendor for the job \
+                 again"
+                    .into(),
+            ),
+            Error::UrlRefused { .. } => Some(
+                "retrying this URL will not help: check that it was copied whole, or ask the \
+                 vendor for the job again"
+                    .into(),
+            ),
+            Error::DownloadFailed { .. } => Some(
+                "the network kept failing; run the same command again later: it resumes where it \
+                 stopped"
+                    .into(),
+            ),
+            Error::DownloadSize { .. } => Some(
+                "the object is not the one announced (compare the webhook's file_size_bytes); \
+                 nothing was kept"
+                    .into(),
+            ),
             Error::DuplicateDelivery { .. } => Some(
                 "the vendor retries deliveries, so this one was already verified and handed on; \
                  nothing was printed"
@@ -901,6 +970,38 @@ impl fmt::Display for Unescaped<'_> {
                 -age
             ),
             Error::WebhookBody { input, problem } => write!(f, "{input}: {problem}"),
+            Error::BadUrl(problem) => write!(f, "the download URL cannot be used: {problem}"),
+            Error::UrlExpired { url, at: Some(at) } => write!(
+                f,
+                "{url}: the download URL expired at {}",
+                crate::time::format_rfc3339(*at)
+            ),
+            Error::UrlExpired { url, at: None } => {
+                write!(f, "{url}: the download URL has expired")
+            }
+            Error::UrlRefused {
+                url,
+                status,
+                code,
+                message,
+            } => {
+                write!(f, "{url}: the server refused the download (HTTP {status}")?;
+                if let Some(code) = code {
+                    write!(f, ", {code}")?;
+                }
+                if let Some(message) = message {
+                    write!(f, ": {message}")?;
+                }
+                f.write_str(")")
+            }
+            Error::DownloadFailed { url, why, tries } => write!(
+                f,
+                "{url}: the download failed after {tries} tries in a row without progress: {why}"
+            ),
+            Error::DownloadSize { url, expected, got } => write!(
+                f,
+                "{url}: the object is {got} bytes, but {expected} were expected"
+            ),
             Error::DuplicateDelivery { shown, seen_file } => write!(
                 f,
                 "duplicate delivery: delivery_id {shown} is already recorded in {}",

@@ -46,6 +46,28 @@ pub enum Warning {
     },
     /// `--skip-bad-rows` skipped a row; the error says which and why.
     RowSkipped(Error),
+    /// A download try failed and will be retried.
+    DownloadRetry {
+        /// The URL as it may be shown.
+        url: String,
+        /// What happened.
+        why: String,
+        /// Bytes already downloaded.
+        at_byte: u64,
+        /// The wait before the next try.
+        wait: std::time::Duration,
+        /// This failure's number in a row.
+        attempt: u32,
+        /// The most failures in a row allowed.
+        of: u32,
+    },
+    /// The partial bytes of a download were discarded and it starts again.
+    DownloadRestarted {
+        /// The URL as it may be shown.
+        url: String,
+        /// Why.
+        why: String,
+    },
     /// `encrypt --key-id` holds `:`, which the vendor's sample code cannot read.
     KeyIdWithColon,
 }
@@ -121,6 +143,21 @@ impl fmt::Display for Unescaped<'_> {
                  exact rows"
             ),
             Warning::RowSkipped(e) => write!(f, "{e}"),
+            Warning::DownloadRetry {
+                url,
+                why,
+                at_byte,
+                wait,
+                attempt,
+                of,
+            } => write!(
+                f,
+                "{url}: {why} at byte {at_byte}; retry {attempt} of {of} in {:.1}s",
+                wait.as_secs_f64()
+            ),
+            Warning::DownloadRestarted { url, why } => {
+                write!(f, "{url}: {why}; starting the download again")
+            }
             Warning::KeyIdWithColon => f.write_str(
                 "--key-id contains ':'; cipherstream reads such rows, but the vendor's sample \
                  code (split(\":\")) does not",

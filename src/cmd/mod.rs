@@ -8,6 +8,7 @@ pub mod completions;
 pub mod credentials;
 pub mod decrypt;
 pub mod encrypt;
+pub mod fetch;
 pub mod keygen;
 pub mod signals;
 pub mod verify;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Decrypt(args) => decrypt::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Encrypt(args) => encrypt::run(args),
+        Command::Fetch(args) => fetch::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Webhook(sub) => webhook::run(sub),
         Command::Completions(args) => completions::run(args),

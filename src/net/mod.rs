@@ -4,6 +4,10 @@
 //!
 //! - [`url`]: a download URL, what may be shown of it, when it expires.
 //! - [`s3`]: an S3-compatible server's error body.
+//! - [`client`]: the HTTP client (ureq, rustls with ring, per-read timeouts).
+//! - [`download`]: a resumable, atomic, never-spliced download to a file.
 
+pub mod client;
+pub mod download;
 pub mod s3;
 pub mod url;

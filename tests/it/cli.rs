@@ -359,6 +359,7 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
             "cipherstream-completions.1",
             "cipherstream-decrypt.1",
             "cipherstream-encrypt.1",
+            "cipherstream-fetch.1",
             "cipherstream-keygen.1",
             "cipherstream-man.1",
             "cipherstream-verify.1",
@@ -377,6 +378,7 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
             "cipherstream-decrypt.1",
             "cipherstream-verify.1",
             "cipherstream-encrypt.1",
+            "cipherstream-fetch.1",
             "cipherstream-webhook-verify.1",
         ]
         .contains(&page.as_str());

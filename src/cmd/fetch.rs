@@ -1,0 +1,43 @@
+//! `cipherstream fetch URL -o PATH`: download an export resumably and atomically (SPEC section 4,
+//! issue 13). The work is `net::download`'s; this resolves the arguments and reports.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::cli::FetchArgs;
+use crate::cmd::Stderr;
+use crate::error::{Error, Result};
+use crate::net::client::{Client, ClientOptions};
+use crate::net::download::{self, Options};
+use crate::net::url::DownloadUrl;
+
+/// Run `fetch`.
+pub fn run(args: &FetchArgs) -> Result<()> {
+    let url = DownloadUrl::parse(&args.url).map_err(Error::BadUrl)?;
+    if args.output.is_dir() {
+        return Err(Error::Usage(format!(
+            "-o {} is a directory, not a file path",
+            args.output.display()
+        )));
+    }
+    let client = Client::new(&ClientOptions {
+        ca_file: args.ca_file.clone(),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+    })?;
+    let options = Options {
+        expect_size: args.expect_size,
+        retries: args.retries,
+    };
+    let done = download::fetch(&client, &url, &args.output, &options, &Stderr(None))?;
+    if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: {} bytes ({} this run, {} retries)",
+            args.output.display(),
+            done.bytes,
+            done.received,
+            done.retries
+        );
+    }
+    Ok(())
+}
