@@ -14,6 +14,8 @@ pub mod format;
 pub mod net;
 pub mod sink;
 pub mod source;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod time;
 pub mod warning;

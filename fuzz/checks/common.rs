@@ -88,3 +88,33 @@ pub fn wait_for_threads(before: usize) {
         std::thread::sleep(Duration::from_micros(100));
     }
 }
+
+/// Decrypt a whole export held in memory through the real pipeline (opened by `Source`, as the
+/// binary opens a file), with the fixed key and customer id: what was written, and the result.
+pub fn decrypt_bytes(
+    data: Vec<u8>,
+    opts: &Options,
+) -> (
+    Vec<u8>,
+    cipherstream::error::Result<cipherstream::engine::decrypt::Summary>,
+) {
+    use cipherstream::engine::decrypt::{self as pipeline, Destination};
+    let mut out = Vec::new();
+    let result = cipherstream::source::Source::from_bytes("fuzz-input", data)
+        .ndjson(None)
+        .and_then(|ndjson| {
+            pipeline::run(
+                ndjson,
+                &opener(),
+                opts,
+                Some(Destination {
+                    writer: &mut out,
+                    name: "output",
+                    written: None,
+                }),
+                &cipherstream::engine::progress::Progress::hidden(),
+                &cipherstream::warning::Ignore,
+            )
+        });
+    (out, result)
+}

@@ -7,11 +7,7 @@
 //! pipeline's threads are all gone within 5 s of `run` returning (see
 //! `common::wait_for_threads`). A panic on any thread aborts the process, which libFuzzer reports.
 
-use cipherstream::engine::decrypt as pipeline;
-use cipherstream::engine::progress::Progress;
 use cipherstream::error::Error;
-use cipherstream::source::Source;
-use cipherstream::warning::Ignore;
 
 use super::common;
 
@@ -19,23 +15,7 @@ use super::common;
 pub fn check(data: &[u8]) {
     let opts = common::pipeline_options(1 << 20);
     let threads_before = common::threads();
-    let mut out = Vec::new();
-    let result = Source::from_bytes("fuzz-input", data.to_vec())
-        .ndjson(None)
-        .and_then(|ndjson| {
-            pipeline::run(
-                ndjson,
-                &common::opener(),
-                &opts,
-                Some(pipeline::Destination {
-                    writer: &mut out,
-                    name: "output",
-                    written: None,
-                }),
-                &Progress::hidden(),
-                &Ignore,
-            )
-        });
+    let (out, result) = common::decrypt_bytes(data.to_vec(), &opts);
     let lines = common::assert_complete_lines(&out);
     match result {
         Ok(summary) => {

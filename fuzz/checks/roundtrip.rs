@@ -24,12 +24,8 @@
 
 use std::io::Write;
 
-use cipherstream::engine::decrypt as pipeline;
-use cipherstream::engine::progress::Progress;
 use cipherstream::error::{Error, RowError};
 use cipherstream::format::record::seal_line;
-use cipherstream::source::Source;
-use cipherstream::warning::Ignore;
 
 use super::common;
 
@@ -153,23 +149,7 @@ pub fn check(data: &[u8]) {
 
     let opts = common::pipeline_options(max_line);
     let threads_before = common::threads();
-    let mut out = Vec::new();
-    let result = Source::from_bytes("fuzz-input", input)
-        .ndjson(None)
-        .and_then(|ndjson| {
-            pipeline::run(
-                ndjson,
-                &common::opener(),
-                &opts,
-                Some(pipeline::Destination {
-                    writer: &mut out,
-                    name: "output",
-                    written: None,
-                }),
-                &Progress::hidden(),
-                &Ignore,
-            )
-        });
+    let (out, result) = common::decrypt_bytes(input, &opts);
     common::wait_for_threads(threads_before);
 
     let got = match &result {

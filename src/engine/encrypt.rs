@@ -470,20 +470,7 @@ mod tests {
     use super::*;
     use crate::error::Exit;
 
-    /// A reader that returns at most `step` bytes per call.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
+    use crate::testing::Trickle;
 
     fn all_lines(data: &[u8], step: usize, max: usize) -> Vec<std::result::Result<Vec<u8>, ()>> {
         let mut r = LineReader::new(Trickle { data, step }, max);

@@ -204,20 +204,7 @@ mod tests {
         w.finish().unwrap()
     }
 
-    /// A reader that hands out at most `step` bytes per read, to put buffer edges everywhere.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
+    use crate::testing::Trickle;
 
     /// Everything read from `input`, in reads of `step` bytes, and the error that ended it.
     fn read_all(input: &[u8], step: usize) -> (Vec<u8>, Option<io::Error>) {
