@@ -12,9 +12,10 @@ use crate::sink::Output;
 use crate::source::Input;
 use crate::webhook;
 
-/// Inputs are parsed as paths (any bytes the OS allows), then `-` becomes standard input.
+/// Inputs are parsed as paths (any bytes the OS allows): `-` becomes standard input, and an
+/// `https://` URL a download (refused at once if it cannot be used, without quoting it).
 fn input_parser() -> impl TypedValueParser<Value = Input> {
-    PathBufValueParser::new().map(Input::from)
+    clap::builder::OsStringValueParser::new().try_map(Input::parse)
 }
 
 /// `--max-body-bytes`: at least one byte, at most 4 GiB (the body is held in memory).
@@ -92,7 +93,8 @@ pub struct ManArgs {
 /// Options shared by every command that reads exports.
 #[derive(Debug, Args)]
 pub struct ReadArgs {
-    /// Export files: ZIP, gzip or plain NDJSON, detected from their content; `-` is standard input.
+    /// Export files: ZIP, gzip or plain NDJSON, detected from their content; `-` is standard input;
+    /// an https:// URL is downloaded as it is decrypted (resuming after a failure).
     #[arg(value_name = "INPUT", default_value = "-", value_parser = input_parser())]
     pub inputs: Vec<Input>,
 
@@ -134,6 +136,41 @@ pub struct ReadArgs {
     /// No progress bar and no summary line.
     #[arg(short, long)]
     pub quiet: bool,
+
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// How exports given as URLs are downloaded.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// For an INPUT that is a URL: also trust the certificates in this PEM file (a
+    /// TLS-inspecting proxy's CA).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// For an INPUT that is a URL: failures in a row without any new byte before giving up.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub retries: u32,
+
+    /// For an INPUT that is a URL: seconds a read may wait for a single byte before the
+    /// connection counts as stalled and is made again.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+}
+
+impl NetArgs {
+    /// The network options these flags give.
+    pub fn options(&self) -> crate::source::NetOptions {
+        crate::source::NetOptions {
+            client: crate::net::client::ClientOptions {
+                ca_file: self.ca_file.clone(),
+                idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+            },
+            retries: self.retries,
+        }
+    }
 }
 
 /// `cipherstream decrypt`.

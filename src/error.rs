@@ -412,6 +412,11 @@ pub enum Error {
         /// Tries in a row without progress.
         tries: u32,
     },
+    /// The object behind a URL changed while it was being read (exit 1): nothing spliced.
+    ObjectChanged {
+        /// The URL as it may be shown.
+        url: String,
+    },
     /// A whole download is not the size announced (`--expect-size`) (exit 1).
     DownloadSize {
         /// The URL as it may be shown.
@@ -732,6 +737,11 @@ impl Error {
                  stopped"
                     .into(),
             ),
+            Error::ObjectChanged { .. } => Some(
+                "the export was replaced on the server while it was being read; run the command \
+                 again to read the new one (nothing was written at -o)"
+                    .into(),
+            ),
             Error::DownloadSize { .. } => Some(
                 "the object is not the one announced (compare the webhook's file_size_bytes); \
                  nothing was kept"
@@ -997,6 +1007,10 @@ impl fmt::Display for Unescaped<'_> {
             Error::DownloadFailed { url, why, tries } => write!(
                 f,
                 "{url}: the download failed after {tries} tries in a row without progress: {why}"
+            ),
+            Error::ObjectChanged { url } => write!(
+                f,
+                "{url}: the object changed while it was being read (its ETag or size moved)"
             ),
             Error::DownloadSize { url, expected, got } => write!(
                 f,

@@ -79,6 +79,8 @@ pub struct Reading {
     pub show_progress: bool,
     /// The customer id, for the hint of a row 0 that fails (see [`Reading::process`]).
     pub customer_id: String,
+    /// How inputs given as URLs are downloaded.
+    pub network: crate::source::NetOptions,
 }
 
 impl Reading {
@@ -133,6 +135,7 @@ impl Reading {
             member: args.member.clone(),
             expect_rows,
             show_progress: !args.quiet,
+            network: args.net.options(),
         })
     }
 
@@ -157,6 +160,7 @@ impl Reading {
         let name = input.name();
         let progress = Progress::new(self.show_progress, &name);
         let result = Source::new(input)
+            .network(self.network.clone())
             .ndjson(self.member.as_deref())
             .and_then(|ndjson| {
                 let warn = Stderr(Some(&progress));

@@ -150,7 +150,8 @@ impl Head {
 /// and a `--member` for an input that is not a ZIP.
 pub fn sniff(source: &mut impl Read, name: &str, member: Option<&str>) -> Result<Head> {
     let mut bytes = [0u8; 64];
-    let len = read_head(source, &mut bytes).map_err(|e| Error::io(format!("reading {name}"), e))?;
+    let len =
+        read_head(source, &mut bytes).map_err(|e| typed_or_io(e, format!("reading {name}")))?;
     if len == 0 {
         return Err(no_data(name));
     }
@@ -215,7 +216,7 @@ pub fn open_seekable<R: Read + Seek + Send + 'static>(
     let head = sniff(&mut source, name, member)?;
     source
         .seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        .map_err(|e| typed_or_io(e, format!("reading {name}")))?;
     let consumed = Arc::new(AtomicU64::new(0));
     let (meta, reader): (Meta, Box<dyn Read + Send>) = match head.kind {
         Kind::Zip => return open_zip(source, name, member),
@@ -325,8 +326,12 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     name: &str,
     member: Option<&str>,
 ) -> Result<Ndjson> {
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| Error::container(name, format!("not a readable ZIP archive ({e})")))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| match e {
+        zip::result::ZipError::Io(e) if e.get_ref().is_some_and(|i| i.is::<Error>()) => {
+            typed_or_io(e, format!("reading {name}"))
+        }
+        e => Error::container(name, format!("not a readable ZIP archive ({e})")),
+    })?;
     let mut names = Vec::new();
     // Every entry's (raw name, name), directories included, for the duplicate check.
     let mut entries = Vec::with_capacity(archive.len());
@@ -412,7 +417,7 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     }
     let mut file = archive.into_inner();
     file.seek(SeekFrom::Start(start))
-        .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        .map_err(|e| typed_or_io(e, format!("reading {name}")))?;
     let raw = file.take(compressed);
     let consumed = Arc::new(AtomicU64::new(0));
     let reader: Box<dyn Read + Send> = if method == zip::CompressionMethod::Deflated {
@@ -675,11 +680,29 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
     }
 }
 
+/// A network source's own failure (an expired URL, a refusal, retries exhausted) travels through
+/// `Read` as an `io::Error` holding the typed [`Error`]: take it back out, so it keeps its class
+/// and exit status. Any other I/O error is `what` failing.
+pub fn typed_or_io(e: io::Error, what: String) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(typed) = inner.downcast::<Error>() {
+                return *typed;
+            }
+        }
+        return Error::io(what, io::Error::other("a network source failed"));
+    }
+    Error::io(what, e)
+}
+
 /// Turn an error met while reading the NDJSON out of a container into the right failure class:
 /// for ZIP and gzip it is a container failure (corrupt, truncated, CRC mismatch, or bytes after
 /// the last gzip member that are neither a member nor zero padding); for plain NDJSON it is an
 /// I/O error.
 pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return typed_or_io(e, String::new());
+    }
     match meta.kind {
         Kind::Plain => Error::io(format!("reading {input}"), e),
         Kind::Gzip if gzip::trailing_data(&e).is_some() => Error::TrailingData {

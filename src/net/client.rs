@@ -121,7 +121,7 @@ impl Client {
         })
     }
 
-    /// `GET` the object from byte `from` on (`Range: bytes=from-` when `from > 0`), conditional on
+    /// `GET` the object from byte `from` on (`Range: bytes=from-`), conditional on
     /// `if_match` (the ETag first seen) so a resumed range is of the same object. A transport
     /// failure (connection refused or reset, a timeout, TLS) is returned as its description: the
     /// caller decides whether to retry; the URL is never part of it.
@@ -131,10 +131,13 @@ impl Client {
         from: u64,
         if_match: Option<&str>,
     ) -> std::result::Result<Answer, String> {
-        let mut request = self.agent.get(url.secret_text());
-        if from > 0 {
-            request = request.header("Range", format!("bytes={from}-"));
-        }
+        // Always a range, `bytes=0-` too: the answer then says the object's total and ETag in
+        // its Content-Range, and a reader that only wants the first bytes does not start a
+        // whole-object transfer it will drop.
+        let mut request = self
+            .agent
+            .get(url.secret_text())
+            .header("Range", format!("bytes={from}-"));
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }

@@ -370,7 +370,7 @@ fn copy_body(
 }
 
 /// The error for a 401, 403, 404 or 410: an expiry, or another refusal with the S3 code.
-fn refusal(url: &DownloadUrl, answer: Answer) -> Error {
+pub(crate) fn refusal(url: &DownloadUrl, answer: Answer) -> Error {
     let status = answer.status;
     let mut body = Vec::new();
     let _ = answer.body.take(MAX_ERROR_BODY).read_to_end(&mut body);
@@ -462,7 +462,7 @@ fn save_state(path: &Path, state: &State) -> Result<()> {
 
 /// The wait before try `n` (1-based): 0.5 s doubling to 30 s, with up to 50% jitter so that many
 /// clients cut at once do not come back at once.
-fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     let base = FIRST_BACKOFF
         .saturating_mul(1u32 << n.saturating_sub(1).min(10))
         .min(MAX_BACKOFF);

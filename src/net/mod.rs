@@ -6,8 +6,10 @@
 //! - [`s3`]: an S3-compatible server's error body.
 //! - [`client`]: the HTTP client (ureq, rustls with ring, per-read timeouts).
 //! - [`download`]: a resumable, atomic, never-spliced download to a file.
+//! - [`reader`]: a remote object read like a file (`decrypt URL`).
 
 pub mod client;
 pub mod download;
+pub mod reader;
 pub mod s3;
 pub mod url;

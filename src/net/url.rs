@@ -56,6 +56,14 @@ pub struct DownloadUrl {
     expires_at: Option<i64>,
 }
 
+impl PartialEq for DownloadUrl {
+    fn eq(&self, other: &DownloadUrl) -> bool {
+        *self.full == *other.full
+    }
+}
+
+impl Eq for DownloadUrl {}
+
 impl fmt::Debug for DownloadUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DownloadUrl")
