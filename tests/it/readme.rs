@@ -9,8 +9,9 @@
 //! directory, `cipherstream` is on `PATH`, and the files the examples name exist there: a
 //! throwaway key at `~/.config/cipherstream/key`, `export.zip` (the demo export encrypted again
 //! for `cust_123` with that key), `damaged.zip` (row 3 altered), `sample.ndjson`, a webhook secret
-//! and a body signed with it, and `$S3_URL` (a `file://` URL of `export.zip`). `jq` and `curl` are
-//! needed, as the examples use them (CI installs them).
+//! and a body signed with it, and `$S3_URL`: `export.zip` served over HTTP on a loopback port by
+//! Python's `http.server` (which ignores `Range`, so the examples also meet a server that answers
+//! `200`). `jq` and `curl` are needed, as the examples use them (CI installs them).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,15 @@ fn bin_dir() -> PathBuf {
 struct Sandbox {
     dir: tempfile::TempDir,
     path: String,
+    server: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }
 
 impl Sandbox {
@@ -69,13 +79,50 @@ impl Sandbox {
             bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let sandbox = Sandbox { dir, path };
+        // A free loopback port for the file server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sandbox = Sandbox {
+            dir,
+            path,
+            server,
+            port,
+        };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the sandbox's file server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         sandbox.prepare();
         sandbox
     }
 
     fn home(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A file of the sandbox's home, as served over HTTP on loopback.
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
     }
 
     /// A shell in the sandbox, with no CIPHERSTREAM_* variable from the test's environment.
@@ -85,10 +132,7 @@ impl Sandbox {
             .current_dir(self.home())
             .env("HOME", self.home())
             .env("PATH", &self.path)
-            .env(
-                "S3_URL",
-                format!("file://{}", self.home().join("export.zip").display()),
-            )
+            .env("S3_URL", self.url("export.zip"))
             .env("SIGNATURE", self.signature())
             .stdin(Stdio::null());
         for (k, _) in std::env::vars_os() {
@@ -152,8 +196,8 @@ impl Sandbox {
             .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
         let body = format!(
-            r#"{{"event":"job.completed","timestamp":"{now}","delivery_id":"dlv_readme_1","attempt":1,"data":{{"job_id":"appointments_1758630144658_c7511999","customer_id":"cust_123","rows_processed":{rows},"file_size_bytes":{size},"s3_url":"file://{}","output_format":"ndjson","compression":"zip"}}}}"#,
-            home.join("export.zip").display()
+            r#"{{"event":"job.completed","timestamp":"{now}","delivery_id":"dlv_readme_1","attempt":1,"data":{{"job_id":"appointments_1758630144658_c7511999","customer_id":"cust_123","rows_processed":{rows},"file_size_bytes":{size},"s3_url":"{}","output_format":"ndjson","compression":"zip"}}}}"#,
+            self.url("export.zip")
         );
         std::fs::write(home.join("body.json"), &body).unwrap();
         let out = self.run("cipherstream webhook sign --secret-file webhook-secret body.json");
