@@ -119,7 +119,12 @@ impl RemoteReader {
             200 if self.pos == 0 => {
                 if first {
                     self.etag = answer.etag.clone();
-                    self.total = answer.content_length.unwrap_or(0);
+                    // Random access needs the size; S3 always sends it.
+                    self.total = answer.content_length.ok_or_else(|| Error::DownloadFailed {
+                        url: self.url.shown().to_owned(),
+                        why: "the server does not say the object's size".into(),
+                        tries: 1,
+                    })?;
                 } else if answer.etag.is_some() && answer.etag != self.etag {
                     return Err(changed());
                 }
@@ -136,7 +141,11 @@ impl RemoteReader {
                 }
                 if first {
                     self.etag = answer.etag.clone();
-                    self.total = range.total.unwrap_or(0);
+                    self.total = range.total.ok_or_else(|| Error::DownloadFailed {
+                        url: self.url.shown().to_owned(),
+                        why: "the server does not say the object's size".into(),
+                        tries: 1,
+                    })?;
                 }
                 self.body = Some(answer.body);
                 Ok(None)
