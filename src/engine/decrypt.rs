@@ -772,10 +772,16 @@ fn release_in_order(
                 };
                 if let Some(failed_row) = failed_row {
                     // The container was read to its end after a row failed: only an intact one
-                    // makes the row's failure the verdict.
+                    // makes the row's failure the verdict. Any other end (damage, a read or a
+                    // download that failed) is reported as it is: the container was never
+                    // checked, so the row's failure proves nothing.
                     return Err(match ended {
-                        Err(e @ Error::Container { .. }) => e,
-                        _ => failed_row,
+                        Ok(()) => failed_row,
+                        Err(Error::Row {
+                            kind: RowError::TooLong { .. },
+                            ..
+                        }) => failed_row,
+                        Err(e) => e,
                     });
                 }
                 ended?;
@@ -786,7 +792,9 @@ fn release_in_order(
                 crc.combine(&h);
             }
             if failed_row.is_some() {
-                // Draining after a failed row: nothing more is released.
+                // Draining after a failed row: nothing more is released. A chunk opened before
+                // the workers saw the flag holds plaintext: wipe it before its buffer is reused.
+                done.out.as_mut_slice().zeroize();
                 recycle(
                     pool,
                     std::mem::take(&mut done.data),
