@@ -167,6 +167,7 @@ impl NetArgs {
             client: crate::net::client::ClientOptions {
                 ca_file: self.ca_file.clone(),
                 idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+                https_only: true,
             },
             retries: self.retries,
         }

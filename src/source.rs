@@ -159,6 +159,7 @@ impl Default for NetOptions {
             client: ClientOptions {
                 ca_file: None,
                 idle_timeout: std::time::Duration::from_secs(60),
+                https_only: true,
             },
             retries: 8,
         }
@@ -244,7 +245,9 @@ impl Source {
         match self.origin {
             Origin::Stdin => Ok(Raw::Stream(Box::new(io::stdin()))),
             Origin::Url(url) => {
-                let client = Client::new(&self.network.client)?;
+                let mut options = self.network.client.clone();
+                options.https_only = url.is_https();
+                let client = Client::new(&options)?;
                 let reader =
                     RemoteReader::open(client, url, self.network.retries, Box::new(PlainStderr))?;
                 let len = reader.len();

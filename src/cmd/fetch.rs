@@ -23,6 +23,7 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     let client = Client::new(&ClientOptions {
         ca_file: args.ca_file.clone(),
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        https_only: url.is_https(),
     })?;
     let options = Options {
         expect_size: args.expect_size,

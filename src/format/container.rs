@@ -338,7 +338,7 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
-            .map_err(|e| Error::container(name, format!("ZIP entry {i} is unreadable ({e})")))?;
+            .map_err(|e| zip_error(e, name, format!("ZIP entry {i} is unreadable")))?;
         let entry_name = entry
             .name()
             .map_err(|e| Error::container(name, format!("ZIP entry {i} has a bad name ({e})")))?
@@ -353,7 +353,8 @@ fn open_zip<R: Read + Seek + Send + 'static>(
         // name (while `unzip -p` prints them all): list them from the central directory itself.
         let start = archive.central_directory_start();
         let mut file = archive.into_inner();
-        let raw = central_directory_names(&mut file, start).unwrap_or_default();
+        let raw = central_directory_names(&mut file, start)
+            .map_err(|e| typed_or_io(e, format!("reading {name}")))?;
         let decoded: std::collections::HashMap<&[u8], &str> = entries
             .iter()
             .map(|(raw, name)| (raw.as_slice(), name.as_str()))
@@ -387,7 +388,7 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     let (method, encrypted, start, compressed, declared, crc32) = {
         let raw = archive
             .by_index_raw(index)
-            .map_err(|e| Error::container(name, format!("cannot read the ZIP member ({e})")))?;
+            .map_err(|e| zip_error(e, name, "cannot read the ZIP member".to_owned()))?;
         let start = raw
             .data_start()
             .ok_or_else(|| Error::container(name, "cannot read the ZIP member (no data offset)"))?;
@@ -677,6 +678,17 @@ fn choose_member(input: &str, names: &[(usize, String)], wanted: Option<&str>) -
                 }),
             }
         }
+    }
+}
+
+/// An error of the `zip` crate: a network source's own failure inside it keeps its class
+/// ([`typed_or_io`]); anything else is a container failure, `what` and the crate's words.
+fn zip_error(e: zip::result::ZipError, name: &str, what: String) -> Error {
+    match e {
+        zip::result::ZipError::Io(e) if e.get_ref().is_some_and(|i| i.is::<Error>()) => {
+            typed_or_io(e, format!("reading {name}"))
+        }
+        e => Error::container(name, format!("{what} ({e})")),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ClientOptions {
     /// A read that waits this long for a single byte is a stall (an idle-read timeout, not a
     /// total deadline).
     pub idle_timeout: Duration,
+    /// Refuse plain `http://`, redirects included (false only for a loopback `http://` URL).
+    pub https_only: bool,
 }
 
 /// A configured HTTP client.
@@ -115,6 +117,7 @@ impl Client {
             .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .timeout_per_read(Some(options.idle_timeout))
             .max_redirects(5)
+            .https_only(options.https_only)
             .build();
         Ok(Client {
             agent: ureq::Agent::new_with_config(config),

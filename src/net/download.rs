@@ -134,7 +134,17 @@ pub fn fetch(
         // Bytes with no record of the object they came from cannot be trusted.
         have = discard(&mut part, &part_path)?;
     }
+    // Two runs writing one partial file would interleave: the second waits for nothing, it stops.
+    if part.try_lock().is_err() {
+        return Err(Error::Usage(format!(
+            "another cipherstream is downloading to {} right now",
+            dest.display()
+        )));
+    }
     let start = have;
+    // Progress is a byte beyond the furthest yet: a server that cuts at the same byte each time
+    // (or ignores Range and starts over) is failing, not progressing.
+    let mut furthest = have;
     let mut failures_in_a_row = 0u32;
     let mut retries = 0u32;
     loop {
@@ -144,20 +154,21 @@ pub fn fetch(
         let outcome = one_try(client, url, &mut state, &state_path, &mut part, &mut have)?;
         let (why, progressed) = match outcome {
             None => break,
-            Some(Try::Progress(why)) => (why, true),
-            Some(Try::Failed(why)) => (why, false),
+            Some(Try::Progress(why)) | Some(Try::Failed(why)) => (why, have > furthest),
             Some(Try::Restart(why)) => {
                 warn.warn(Warning::DownloadRestarted {
                     url: url.shown().to_owned(),
-                    why,
+                    why: why.clone(),
                 });
                 have = discard(&mut part, &part_path)?;
                 state.etag = None;
                 state.total = None;
                 let _ = fs::remove_file(&state_path);
-                continue;
+                // A restart is a failure too: it waits, it counts, it ends at the expiry.
+                (why, false)
             }
         };
+        furthest = furthest.max(have);
         failures_in_a_row = if progressed { 0 } else { failures_in_a_row + 1 };
         if failures_in_a_row > options.retries {
             return Err(Error::DownloadFailed {
@@ -208,7 +219,16 @@ fn one_try(
     part: &mut File,
     have: &mut u64,
 ) -> Result<Option<Try>> {
-    let answer = match client.get(url, *have, state.etag.as_deref()) {
+    if *have > 0 && !state.etag.as_deref().is_some_and(strong) {
+        // Without a strong ETag nothing proves the bytes on disk are of the object served now.
+        return Ok(Some(Try::Restart(
+            "the server gives no strong ETag, so the partial bytes cannot be proven to be of the \
+             same object"
+                .into(),
+        )));
+    }
+    let if_match = state.etag.as_deref().filter(|e| strong(e));
+    let answer = match client.get(url, *have, if_match) {
         Ok(answer) => answer,
         Err(why) => return Ok(Some(Try::Failed(why))),
     };
@@ -252,6 +272,7 @@ fn one_try(
                 *have = 0;
             }
             state.etag = None;
+            state.total = None;
             remember(
                 state,
                 state_path,
@@ -264,7 +285,8 @@ fn one_try(
         }
         416 => {
             let total = answer.content_range.and_then(|r| r.total);
-            if total == Some(*have) && *have > 0 {
+            // The file holds the whole object (an empty object answers `bytes */0` at once).
+            if total == Some(*have) {
                 state.total = total;
                 return Ok(None);
             }
@@ -287,6 +309,12 @@ fn one_try(
             message: None,
         }),
     }
+}
+
+/// A strong ETag, the only kind `If-Match` compares (RFC 9110 section 13.1.1): a weak one
+/// (`W/"..."`) never matches, so sending it would make every resumed range a `412`.
+pub(crate) fn strong(etag: &str) -> bool {
+    !etag.starts_with("W/")
 }
 
 /// Record the object's ETag and total the first time they are seen.

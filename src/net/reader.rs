@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::error::{Error, Result};
 use crate::net::client::{io_words, Client};
-use crate::net::download::{backoff, refusal};
+use crate::net::download::{backoff, refusal, strong};
 use crate::net::url::DownloadUrl;
 use crate::warning::{Warn, Warning};
 
@@ -108,7 +108,8 @@ impl RemoteReader {
     /// One request at `self.pos`: `Ok(None)` when a body is ready, `Ok(Some(why))` to retry.
     fn try_connect(&mut self) -> Result<Option<String>> {
         let first = self.etag.is_none() && self.total == 0 && self.pos == 0;
-        let answer = match self.client.get(&self.url, self.pos, self.etag.as_deref()) {
+        let if_match = self.etag.as_deref().filter(|e| strong(e));
+        let answer = match self.client.get(&self.url, self.pos, if_match) {
             Ok(answer) => answer,
             Err(why) => return Ok(Some(why)),
         };
@@ -117,6 +118,9 @@ impl RemoteReader {
         };
         match answer.status {
             200 if self.pos == 0 => {
+                if !first && answer.content_length != Some(self.total) {
+                    return Err(changed());
+                }
                 if first {
                     self.etag = answer.etag.clone();
                     // Random access needs the size; S3 always sends it.
@@ -166,6 +170,11 @@ impl RemoteReader {
                     return Ok(Some("the body ended early".into()));
                 }
                 self.body = Some(body);
+                Ok(None)
+            }
+            // An empty object.
+            416 if first && answer.content_range.and_then(|r| r.total) == Some(0) => {
+                self.body = None;
                 Ok(None)
             }
             // Reading at or past the end: nothing more.

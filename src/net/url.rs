@@ -120,6 +120,11 @@ impl DownloadUrl {
         &self.shown
     }
 
+    /// Whether the URL is `https://` (a redirect from it must stay `https://`).
+    pub fn is_https(&self) -> bool {
+        self.shown.starts_with("https://")
+    }
+
     /// The host, without brackets or port.
     pub fn host(&self) -> &str {
         &self.host
