@@ -37,9 +37,9 @@ Exit status:
   4  webhook verify --seen-file: a verified delivery_id that was already recorded
   129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
-Secrets are never taken as command-line values: the key comes from --key-file, else
-CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY (base64 text); the customer id from --customer-id,
-else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from --secret-file, else
+Secrets are never taken as command-line values: the keys come from --key-file and --keyring,
+else CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY (base64 text); the customer id from
+--customer-id, else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from --secret-file, else
 CIPHERSTREAM_WEBHOOK_SECRET.";
 
 /// Decrypt, verify and make CipherStream encrypted NDJSON exports, and check CipherStream webhooks.
@@ -96,9 +96,9 @@ pub struct ReadArgs {
     #[arg(long, value_name = "ID")]
     pub customer_id: Option<String>,
 
-    /// File holding the base64 key [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
-    #[arg(long, value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub keys: KeyArgs,
 
     /// In a ZIP with several candidate members, the member to read.
     #[arg(long, value_name = "NAME")]
@@ -130,6 +130,20 @@ pub struct ReadArgs {
     /// No progress bar and no summary line.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Where the keys for reading exports come from. Any of these replaces the environment's key.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// File holding a base64 key; repeat it for several keys (each row is opened by the one that
+    /// authenticates it) [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Vec<PathBuf>,
+
+    /// Directory of key files, each named by the key id it opens (0600 files in a 0700
+    /// directory): a row's key_id picks its file; when none is named so, every key is tried.
+    #[arg(long, value_name = "DIR")]
+    pub keyring: Option<PathBuf>,
 }
 
 /// `cipherstream decrypt`.

@@ -4,6 +4,10 @@
 //! - Customer id: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage error.
 //! - Key: `--key-file`, else the file named by `CIPHERSTREAM_KEY_FILE`, else the base64 text in
 //!   `CIPHERSTREAM_KEY`. A key is never a command-line value.
+//! - Keys for reading exports ([`keys`], issue 15): every `--key-file` and every file of a
+//!   `--keyring` directory (one private file per key id, named by it), else the environment's
+//!   one key as above. Which of them opens a row is the key set's business
+//!   ([`crate::format::keyset`]).
 //! - Webhook secrets: every `--secret-file` (any one may match, for a rotation), else
 //!   `CIPHERSTREAM_WEBHOOK_SECRET`.
 //!
@@ -25,8 +29,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{Error, Result};
+use crate::cli::KeyArgs;
+use crate::error::{Error, KeyringProblem, Result};
 use crate::format::key::{Key, KeySource};
+use crate::format::keyset::KeySet;
 use crate::warning::{Warn, Warning};
 use crate::webhook::{Secret, ENV_SECRET};
 
@@ -39,6 +45,10 @@ pub const ENV_KEY: &str = "CIPHERSTREAM_KEY";
 
 /// Key and secret files larger than this are certainly not a key; refuse before reading them.
 pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// A keyring holding more files than this is refused: every file is read, and every key is tried
+/// on a row no key is named for.
+pub const MAX_KEYRING_FILES: usize = 1000;
 
 /// Where the path of a key or secret file came from, and where the text itself belongs: what the
 /// error says when the "path" is the key or secret itself.
@@ -57,6 +67,11 @@ const KEY_FILE_FLAG: PathFrom = PathFrom {
 const KEY_FILE_ENV: PathFrom = PathFrom {
     what: "key file",
     given: ENV_KEY_FILE,
+    meant: ENV_KEY,
+};
+const KEYRING_FILE: PathFrom = PathFrom {
+    what: "key file",
+    given: "--keyring",
     meant: ENV_KEY,
 };
 const SECRET_FILE_FLAG: PathFrom = PathFrom {
@@ -88,24 +103,140 @@ pub fn customer_id(flag: Option<&str>) -> Result<String> {
 /// The key: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`. A missing key is a
 /// usage error.
 pub fn key(key_file: Option<&Path>, warn: &dyn Warn) -> Result<Key> {
-    let file = match key_file {
-        Some(path) => Some((path.to_path_buf(), KEY_FILE_FLAG)),
-        None => std::env::var_os(ENV_KEY_FILE)
-            .filter(|v| !v.is_empty())
-            .map(|v| (PathBuf::from(v), KEY_FILE_ENV)),
-    };
-    if let Some((path, from)) = file {
-        let source = KeySource::File(path.clone());
-        let text = read_secret_file(&path, from, warn)?;
-        return Key::from_base64(&text, &source);
+    if let Some(path) = key_file {
+        return key_file_at(path, KEY_FILE_FLAG, warn);
+    }
+    match env_key(warn)? {
+        Some((key, _)) => Ok(key),
+        None => Err(Error::Usage(format!(
+            "no key given: use --key-file PATH, or set {ENV_KEY_FILE} or {ENV_KEY}"
+        ))),
+    }
+}
+
+/// The keys for reading exports: every `--key-file`, then every file of the `--keyring`; with
+/// neither, the environment's key (`CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`). No key at
+/// all is a usage error.
+pub fn keys(args: &KeyArgs, warn: &dyn Warn) -> Result<KeySet> {
+    let mut set = KeySet::builder();
+    if args.key_file.is_empty() && args.keyring.is_none() {
+        let Some((key, source)) = env_key(warn)? else {
+            return Err(Error::Usage(format!(
+                "no key given: use --key-file PATH or --keyring DIR, or set {ENV_KEY_FILE} or \
+                 {ENV_KEY}"
+            )));
+        };
+        set.key(&key, source.to_string(), None);
+        return Ok(set.build());
+    }
+    for path in &args.key_file {
+        let key = key_file_at(path, KEY_FILE_FLAG, warn)?;
+        set.key(&key, KeySource::File(path.clone()).to_string(), None);
+    }
+    if let Some(dir) = &args.keyring {
+        for (name, path, key) in keyring(dir, warn)? {
+            set.key(&key, format!("keyring file {}", path.display()), name);
+        }
+    }
+    if set.is_empty() {
+        return Err(Error::Usage(format!(
+            "no key given: the keyring {} holds no key files",
+            args.keyring.as_deref().unwrap_or(Path::new("")).display()
+        )));
+    }
+    Ok(set.build())
+}
+
+/// The environment's key, and where it came from: the file named by `CIPHERSTREAM_KEY_FILE`,
+/// else the text of `CIPHERSTREAM_KEY`; `None` when neither is set.
+fn env_key(warn: &dyn Warn) -> Result<Option<(Key, KeySource)>> {
+    if let Some(path) = std::env::var_os(ENV_KEY_FILE).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        let key = key_file_at(&path, KEY_FILE_ENV, warn)?;
+        return Ok(Some((key, KeySource::File(path))));
     }
     if let Some(value) = std::env::var_os(ENV_KEY) {
         let text = Zeroizing::new(value.into_encoded_bytes());
-        return Key::from_base64(&text, &KeySource::Env(ENV_KEY));
+        let source = KeySource::Env(ENV_KEY);
+        return Ok(Some((Key::from_base64(&text, &source)?, source)));
     }
-    Err(Error::Usage(format!(
-        "no key given: use --key-file PATH, or set {ENV_KEY_FILE} or {ENV_KEY}"
-    )))
+    Ok(None)
+}
+
+/// Read the key file at `path`.
+fn key_file_at(path: &Path, from: PathFrom, warn: &dyn Warn) -> Result<Key> {
+    let text = read_secret_file(path, from, warn)?;
+    Key::from_base64(&text, &KeySource::File(path.to_path_buf()))
+}
+
+/// The keys of a keyring directory: (key id it is named for, path, key) for every file whose name
+/// does not start with a dot, in name order. The directory must be open to its owner only, and
+/// every file too: a keyring is refused rather than used with a warning, as a key file is, since
+/// it holds many keys, and the error says how to fix it. A file name that is not UTF-8 names no
+/// key id (key ids are UTF-8); its key is still tried.
+fn keyring(dir: &Path, warn: &dyn Warn) -> Result<Vec<(Option<String>, PathBuf, Key)>> {
+    let shown = dir.display();
+    let meta =
+        fs::metadata(dir).map_err(|e| Error::io(format!("cannot open keyring {shown}"), e))?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "--keyring {shown} is not a directory"
+        )));
+    }
+    let refuse = |problem| Error::Keyring {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    if let Some(mode) = shared_mode(&meta) {
+        return Err(refuse(KeyringProblem::SharedDirectory { mode }));
+    }
+    let mut entries = Vec::new();
+    for entry in
+        fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read keyring {shown}"), e))?
+    {
+        let entry = entry.map_err(|e| Error::io(format!("cannot read keyring {shown}"), e))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        if entries.len() == MAX_KEYRING_FILES {
+            return Err(refuse(KeyringProblem::TooMany {
+                limit: MAX_KEYRING_FILES,
+            }));
+        }
+        entries.push((name, entry.path()));
+    }
+    entries.sort();
+    let mut keys = Vec::with_capacity(entries.len());
+    for (name, path) in entries {
+        // Following a symbolic link, as opening the file does.
+        let meta = fs::metadata(&path)
+            .map_err(|e| Error::io(format!("cannot open key file {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(refuse(KeyringProblem::NotAFile { entry: path }));
+        }
+        if let Some(mode) = shared_mode(&meta) {
+            return Err(refuse(KeyringProblem::SharedFile { file: path, mode }));
+        }
+        let key = key_file_at(&path, KEYRING_FILE, warn)?;
+        keys.push((name.into_string().ok(), path, key));
+    }
+    Ok(keys)
+}
+
+/// The permission bits of a file open to group or others; `None` when it is private.
+fn shared_mode(meta: &fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// The webhook secrets: every file in `files` (any one may match, for a rotation's grace period),

@@ -9,6 +9,7 @@ pub mod aead;
 pub mod container;
 pub mod json;
 pub mod key;
+pub mod keyset;
 pub mod nonce;
 pub mod record;
 pub mod seal;
