@@ -1080,8 +1080,9 @@ impl CommandFailure {
                 self.what
             ),
             CommandProblem::TimedOut { secs } => format!(
-                "{name} did not finish within {secs} seconds; it was killed, with every process \
-                 it started"
+                "{name} did not finish within {secs} second{}; it was killed, with every process \
+                 it started",
+                if *secs == 1 { "" } else { "s" }
             ),
             CommandProblem::TooMuchOutput { limit } => format!(
                 "{name} printed more than {limit} bytes on standard output, more than any {}; \

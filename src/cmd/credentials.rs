@@ -2,12 +2,14 @@
 //! the key and the webhook secrets (SPEC section 3).
 //!
 //! - Customer id: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage error.
-//! - Key: `--key-file`, else the file named by `CIPHERSTREAM_KEY_FILE`, else the base64 text in
-//!   `CIPHERSTREAM_KEY`. A key is never a command-line value.
-//! - Keys for reading exports ([`keys`], issue 15): every `--key-file` and every file of a
-//!   `--keyring` directory (one private file per key id, named by it), else the environment's
-//!   one key as above. Which of them opens a row is the key set's business
-//!   ([`crate::format::keyset`]).
+//! - Key: `--key-file` or `--key-cmd`, else the file named by `CIPHERSTREAM_KEY_FILE`, else the
+//!   command in `CIPHERSTREAM_KEY_CMD`, else the base64 text in `CIPHERSTREAM_KEY`. A key is never
+//!   a command-line value.
+//! - Keys for reading exports ([`keys`], issue 15): every `--key-file`, every file of a
+//!   `--keyring` directory (one private file per key id, named by it) and every `--key-cmd`, else
+//!   the environment's one key or command as above. Which of them opens a row is the key set's
+//!   business ([`crate::format::keyset`]); a key command runs when a row needs it, once per key
+//!   id, told the key id and customer id in its environment ([`crate::cmd::helper`]).
 //! - Webhook secrets: every `--secret-file` (any one may match, for a rotation), else
 //!   `CIPHERSTREAM_WEBHOOK_SECRET`.
 //!
@@ -29,10 +31,14 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
+use std::time::Duration;
+
 use crate::cli::KeyArgs;
-use crate::error::{Error, KeyringProblem, Result};
+use crate::cmd::helper::Helper;
+use crate::error::{CommandFailure, CommandProblem, Error, KeyringProblem, Result};
 use crate::format::key::{Key, KeySource};
-use crate::format::keyset::KeySet;
+use crate::format::keyset::{Fetch, KeySet};
+use crate::text;
 use crate::warning::{Warn, Warning};
 use crate::webhook::{Secret, ENV_SECRET};
 
@@ -42,6 +48,10 @@ pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
 pub const ENV_KEY_FILE: &str = "CIPHERSTREAM_KEY_FILE";
 /// Environment variable holding the key's base64 text.
 pub const ENV_KEY: &str = "CIPHERSTREAM_KEY";
+/// Environment variable holding a key command.
+pub const ENV_KEY_CMD: &str = "CIPHERSTREAM_KEY_CMD";
+/// Environment variable that tells a key command which key id the rows need.
+pub const ENV_KEY_ID: &str = "CIPHERSTREAM_KEY_ID";
 
 /// Key and secret files larger than this are certainly not a key; refuse before reading them.
 pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
@@ -100,33 +110,77 @@ pub fn customer_id(flag: Option<&str>) -> Result<String> {
     Ok(id)
 }
 
-/// The key: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`. A missing key is a
-/// usage error.
-pub fn key(key_file: Option<&Path>, warn: &dyn Warn) -> Result<Key> {
-    if let Some(path) = key_file {
+/// Where `encrypt`'s one key comes from.
+pub struct OneKey<'a> {
+    /// `--key-file`.
+    pub file: Option<&'a Path>,
+    /// `--key-cmd`.
+    pub command: Option<&'a str>,
+    /// `--key-cmd-timeout`.
+    pub timeout: Duration,
+    /// The key id the key is for (`--key-id`), told to a key command when given.
+    pub key_id: Option<&'a str>,
+    /// The customer id, told to a key command.
+    pub customer_id: &'a str,
+}
+
+/// The key: `--key-file`, else `--key-cmd`, else `CIPHERSTREAM_KEY_FILE`, else
+/// `CIPHERSTREAM_KEY_CMD`, else `CIPHERSTREAM_KEY`. A missing key is a usage error.
+pub fn key(from: &OneKey<'_>, warn: &dyn Warn) -> Result<Key> {
+    let timeout = from.timeout;
+    let command = |text: &str, given: &str| -> Result<Key> {
+        let helper = Helper::parse(text, given, None, "key", timeout)?;
+        key_from_command(&helper, from.key_id, from.customer_id)
+            .map_err(|failure| Error::Command(Box::new(failure)))
+    };
+    if let Some(path) = from.file {
         return key_file_at(path, KEY_FILE_FLAG, warn);
     }
-    match env_key(warn)? {
-        Some((key, _)) => Ok(key),
+    if let Some(text) = from.command {
+        return command(text, "--key-cmd");
+    }
+    match env_key()? {
+        Some(EnvKey::File(path)) => key_file_at(&path, KEY_FILE_ENV, warn),
+        Some(EnvKey::Command(text)) => command(&text, ENV_KEY_CMD),
+        Some(EnvKey::Text(text)) => Key::from_base64(&text, &KeySource::Env(ENV_KEY)),
         None => Err(Error::Usage(format!(
-            "no key given: use --key-file PATH, or set {ENV_KEY_FILE} or {ENV_KEY}"
+            "no key given: use --key-file PATH or --key-cmd CMD, or set {ENV_KEY_FILE}, \
+             {ENV_KEY_CMD} or {ENV_KEY}"
         ))),
     }
 }
 
-/// The keys for reading exports: every `--key-file`, then every file of the `--keyring`; with
-/// neither, the environment's key (`CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`). No key at
-/// all is a usage error.
-pub fn keys(args: &KeyArgs, warn: &dyn Warn) -> Result<KeySet> {
+/// The keys for reading exports: every `--key-file`, then every file of the `--keyring`, then
+/// every `--key-cmd` (run when a row needs it); with none of them, the environment's key or key
+/// command (`CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY_CMD`, else `CIPHERSTREAM_KEY`). No key
+/// at all is a usage error.
+pub fn keys(args: &KeyArgs, customer_id: &str, warn: &dyn Warn) -> Result<KeySet> {
     let mut set = KeySet::builder();
-    if args.key_file.is_empty() && args.keyring.is_none() {
-        let Some((key, source)) = env_key(warn)? else {
-            return Err(Error::Usage(format!(
-                "no key given: use --key-file PATH or --keyring DIR, or set {ENV_KEY_FILE} or \
-                 {ENV_KEY}"
-            )));
-        };
-        set.key(&key, source.to_string(), None);
+    let timeout = Duration::from_secs(args.key_cmd_timeout);
+    if args.key_file.is_empty() && args.key_cmd.is_empty() && args.keyring.is_none() {
+        match env_key()? {
+            Some(EnvKey::File(path)) => {
+                let key = key_file_at(&path, KEY_FILE_ENV, warn)?;
+                set.key(&key, KeySource::File(path).to_string(), None);
+            }
+            Some(EnvKey::Command(text)) => {
+                let helper = Helper::parse(&text, ENV_KEY_CMD, None, "key", timeout)?;
+                set.fetch(Box::new(KeyCommands {
+                    helpers: vec![helper],
+                    customer_id: customer_id.to_owned(),
+                }));
+            }
+            Some(EnvKey::Text(text)) => {
+                let source = KeySource::Env(ENV_KEY);
+                set.key(&Key::from_base64(&text, &source)?, source.to_string(), None);
+            }
+            None => {
+                return Err(Error::Usage(format!(
+                    "no key given: use --key-file PATH, --key-cmd CMD or --keyring DIR, or set \
+                     {ENV_KEY_FILE}, {ENV_KEY_CMD} or {ENV_KEY}"
+                )))
+            }
+        }
         return Ok(set.build());
     }
     for path in &args.key_file {
@@ -138,6 +192,19 @@ pub fn keys(args: &KeyArgs, warn: &dyn Warn) -> Result<KeySet> {
             set.key(&key, format!("keyring file {}", path.display()), name);
         }
     }
+    let numbered = args.key_cmd.len() > 1;
+    let helpers = args
+        .key_cmd
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Helper::parse(text, "--key-cmd", numbered.then_some(i + 1), "key", timeout)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    set.fetch(Box::new(KeyCommands {
+        helpers,
+        customer_id: customer_id.to_owned(),
+    }));
     if set.is_empty() {
         return Err(Error::Usage(format!(
             "no key given: the keyring {} holds no key files",
@@ -147,20 +214,70 @@ pub fn keys(args: &KeyArgs, warn: &dyn Warn) -> Result<KeySet> {
     Ok(set.build())
 }
 
-/// The environment's key, and where it came from: the file named by `CIPHERSTREAM_KEY_FILE`,
-/// else the text of `CIPHERSTREAM_KEY`; `None` when neither is set.
-fn env_key(warn: &dyn Warn) -> Result<Option<(Key, KeySource)>> {
+/// The environment's key: `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY_CMD`, else
+/// `CIPHERSTREAM_KEY`, the first one set.
+enum EnvKey {
+    File(PathBuf),
+    Command(String),
+    Text(Zeroizing<Vec<u8>>),
+}
+
+fn env_key() -> Result<Option<EnvKey>> {
     if let Some(path) = std::env::var_os(ENV_KEY_FILE).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        let key = key_file_at(&path, KEY_FILE_ENV, warn)?;
-        return Ok(Some((key, KeySource::File(path))));
+        return Ok(Some(EnvKey::File(PathBuf::from(path))));
     }
-    if let Some(value) = std::env::var_os(ENV_KEY) {
-        let text = Zeroizing::new(value.into_encoded_bytes());
-        let source = KeySource::Env(ENV_KEY);
-        return Ok(Some((Key::from_base64(&text, &source)?, source)));
+    if let Some(text) = std::env::var_os(ENV_KEY_CMD).filter(|v| !v.is_empty()) {
+        let text = text
+            .into_string()
+            .map_err(|_| Error::Usage(format!("{ENV_KEY_CMD} is not valid UTF-8")))?;
+        return Ok(Some(EnvKey::Command(text)));
     }
-    Ok(None)
+    Ok(std::env::var_os(ENV_KEY)
+        .map(|value| EnvKey::Text(Zeroizing::new(value.into_encoded_bytes()))))
+}
+
+/// Key commands, each asked for the key of one key id at a time.
+struct KeyCommands {
+    helpers: Vec<Helper>,
+    customer_id: String,
+}
+
+impl Fetch for KeyCommands {
+    fn count(&self) -> usize {
+        self.helpers.len()
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.helpers[i].name().to_owned()
+    }
+
+    fn fetch(&self, i: usize, key_id: &str) -> Result<(Key, String), CommandFailure> {
+        let helper = &self.helpers[i];
+        let key = key_from_command(helper, Some(key_id), &self.customer_id)?;
+        Ok((key, helper.name().to_owned()))
+    }
+}
+
+/// Run a key command for `key_id` (unset in its environment when `None`) and read its key.
+fn key_from_command(
+    helper: &Helper,
+    key_id: Option<&str>,
+    customer_id: &str,
+) -> Result<Key, CommandFailure> {
+    let text = helper
+        .run(&[(ENV_KEY_ID, key_id), (ENV_CUSTOMER_ID, Some(customer_id))])
+        .map_err(|problem| helper.failure(key_id, problem))?;
+    let source = KeySource::Command(match key_id {
+        Some(key_id) => format!("{} for key id {}", helper.name(), text::quote(key_id)),
+        None => helper.name().to_owned(),
+    });
+    Key::from_base64(&text, &source).map_err(|e| {
+        let why = match e {
+            Error::Key(why) => why,
+            other => other.to_string(),
+        };
+        helper.failure(key_id, CommandProblem::Unusable(why))
+    })
 }
 
 /// Read the key file at `path`.
@@ -345,7 +462,7 @@ fn read_secret_file(path: &Path, from: PathFrom, warn: &dyn Warn) -> Result<Zero
 ///
 /// A missing file caught by mistake only goes unnamed (the message still says where its name came
 /// from); a key caught by nothing would be printed.
-fn looks_like_secret(path: &Path) -> bool {
+pub(crate) fn looks_like_secret(path: &Path) -> bool {
     let Some(text) = path.to_str() else {
         return false;
     };

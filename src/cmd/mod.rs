@@ -8,6 +8,7 @@ pub mod completions;
 pub mod credentials;
 pub mod decrypt;
 pub mod encrypt;
+pub mod helper;
 pub mod keygen;
 pub mod signals;
 pub mod verify;
@@ -114,7 +115,7 @@ impl Reading {
                 "--expect-rows and --expect-rows-from check one input; give one INPUT".into(),
             ));
         }
-        let keys = credentials::keys(&args.keys, &Stderr(None))?;
+        let keys = credentials::keys(&args.keys, &customer, &Stderr(None))?;
         let threads = args.threads.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -403,3 +403,452 @@ fn a_keyring_holds_key_files_and_nothing_else() {
     );
     assert!(!err.contains("AAECAwQF"), "{err}");
 }
+
+// Key commands (issue 15, items 1 and 4).
+
+impl Env {
+    /// An executable shell script `name` in the directory, run as `./name`.
+    fn script(&self, name: &str, body: &str) -> String {
+        let path = self.path(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        set_mode(&path, 0o755);
+        format!("./{name}")
+    }
+
+    /// The key file's base64 text.
+    fn text(&self, key: &Path) -> String {
+        fs::read_to_string(key).unwrap().trim().to_owned()
+    }
+}
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+}
+
+/// Wait up to 5 s for processes to be gone.
+fn gone(pids: &[String]) -> bool {
+    let start = std::time::Instant::now();
+    while pids.iter().any(|p| alive(p)) {
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// The key's text, or any 8 characters of it, appears nowhere in `text`.
+fn assert_no_key(text: &str, key: &str) {
+    for piece in key.as_bytes().windows(8) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(!text.contains(piece), "{piece:?} of the key in {text:?}");
+    }
+}
+
+#[test]
+fn a_key_command_gets_the_key_id_and_customer_id_from_its_environment_only() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script(
+        "helper.sh",
+        "printf 'args=%s id=%s customer=%s key=%s secret=%s ' \"$#\" \"$CIPHERSTREAM_KEY_ID\" \
+         \"$CIPHERSTREAM_CUSTOMER_ID\" \"${CIPHERSTREAM_KEY-unset}\" \
+         \"${CIPHERSTREAM_WEBHOOK_SECRET-unset}\" >&2\n\
+         if read line; then echo \"stdin=$line\" >&2; else echo stdin=closed >&2; fi\n\
+         cat a.key\n",
+    );
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args([
+            "decrypt",
+            "x.ndjson",
+            "--customer-id",
+            CUSTOMER,
+            "--key-cmd",
+            &cmd,
+        ])
+        .env("CIPHERSTREAM_KEY", "not-for-helpers")
+        .env("CIPHERSTREAM_WEBHOOK_SECRET", "nor-this")
+        .write_stdin("not for the helper either\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), plain());
+    assert_eq!(
+        stderr(&out),
+        "args=0 id=k1 customer=cust_keys key=unset secret=unset stdin=closed\n"
+    );
+}
+
+/// Rows that switch key id: the command runs once for each key id, however many rows and threads
+/// (20,000 rows make several chunks, opened by several workers at once).
+#[test]
+fn a_key_command_runs_once_per_key_id() {
+    let env = Env::new();
+    let (a, b) = (env.key("a.key"), env.key("b.key"));
+    fs::create_dir(env.path("vault")).unwrap();
+    fs::copy(&a, env.path("vault/ka")).unwrap();
+    fs::copy(&b, env.path("vault/kb")).unwrap();
+    let many: String = (0..20_000)
+        .map(|i| format!("{{\"id\":{i},\"pad\":\"{:0>100}\"}}\n", i))
+        .collect();
+    fs::write(env.path("plain.ndjson"), &many).unwrap();
+    let mut lines = env.sealed(&a, "ka");
+    lines.splice(10_000.., env.sealed(&b, "kb").drain(10_000..));
+    env.export("x.ndjson", &lines);
+    let cmd = env.script(
+        "vault.sh",
+        "echo \"$CIPHERSTREAM_KEY_ID\" >> runs.log\ncat \"vault/$CIPHERSTREAM_KEY_ID\"\n",
+    );
+    for threads in ["1", "3"] {
+        let _ = fs::remove_file(env.path("runs.log"));
+        let out = env.run(
+            "verify",
+            Path::new("x.ndjson"),
+            &["--key-cmd", &cmd, "--threads", threads],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "x.ndjson: ok, 20000 rows, key ids: ka (--key-cmd \"./vault.sh\"), kb (--key-cmd \
+             \"./vault.sh\")\n"
+        );
+        assert_eq!(
+            fs::read_to_string(env.path("runs.log")).unwrap(),
+            "ka\nkb\n"
+        );
+    }
+    // A key file that opens the rows: the command is not run at all.
+    let _ = fs::remove_file(env.path("runs.log"));
+    fs::write(env.path("plain.ndjson"), plain()).unwrap();
+    env.export("a-only.ndjson", &env.sealed(&a, "ka"));
+    let out = env.run(
+        "verify",
+        Path::new("a-only.ndjson"),
+        &["--key-cmd", &cmd, "--key-file", "a.key"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!env.path("runs.log").exists());
+}
+
+#[test]
+fn a_key_command_that_hangs_is_killed_with_its_process_group_at_the_timeout() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script(
+        "hang.sh",
+        "echo $$ > helper.pid\nsleep 1000 &\necho $! > child.pid\nwait\n",
+    );
+    let started = std::time::Instant::now();
+    let out = env.run(
+        "decrypt",
+        Path::new("x.ndjson"),
+        &["--key-cmd", &cmd, "--key-cmd-timeout", "1"],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: x.ndjson: row 0: --key-cmd \"./hang.sh\" for key id \"k1\" did not finish \
+         within 1 second; it was killed, with every process it started\nhint: raise \
+         --key-cmd-timeout SECS if it really needs longer; a command that waits for a passphrase \
+         cannot get one here\n"
+    );
+    assert_eq!(stdout(&out), "");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let pids = ["helper.pid", "child.pid"]
+        .map(|f| fs::read_to_string(env.path(f)).unwrap().trim().to_owned());
+    assert!(gone(&pids), "the helper or its child survived");
+}
+
+/// A command that leaves a child holding its standard output open: what it printed before it
+/// exited is the key, and the run goes on without waiting for the child (which is killed).
+#[test]
+fn a_grandchild_holding_the_output_open_does_not_hang_the_run() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script(
+        "daemon.sh",
+        "cat a.key\nsleep 1000 &\necho $! > child.pid\nexit 0\n",
+    );
+    let started = std::time::Instant::now();
+    let out = env.run("decrypt", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), plain());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let child = fs::read_to_string(env.path("child.pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(gone(&[child]), "the background child survived");
+}
+
+#[test]
+fn a_key_command_that_fails_exits_1_with_its_status_and_its_message() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script(
+        "fail.sh",
+        "echo 'vault: permission denied for secret/cipherstream/k1' >&2\nexit 2\n",
+    );
+    let out = env.run("verify", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "x.ndjson: FAILED\n");
+    assert_eq!(
+        stderr(&out),
+        "vault: permission denied for secret/cipherstream/k1\nerror: x.ndjson: row 0: \
+         --key-cmd \"./fail.sh\" for key id \"k1\" failed (exit status 2)\nhint: its own \
+         message, if it wrote one, is above; run it by hand to see what it does (cipherstream \
+         sets CIPHERSTREAM_KEY_ID=\"k1\" and CIPHERSTREAM_CUSTOMER_ID for it)\n"
+    );
+    // Even when skipping bad rows: the rows are not bad, the key is missing.
+    let out = env.run(
+        "decrypt",
+        Path::new("x.ndjson"),
+        &["--key-cmd", &cmd, "--skip-bad-rows"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert!(!stderr(&out).contains("skipped"), "{}", stderr(&out));
+    // Killed by a signal; not found; not a command at all.
+    let cmd = env.script("killed.sh", "kill -KILL $$\n");
+    let out = env.run("verify", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: x.ndjson: row 0: --key-cmd \"./killed.sh\" for key id \"k1\" was killed by \
+             signal 9 (SIGKILL)\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(
+        "verify",
+        Path::new("x.ndjson"),
+        &["--key-cmd", "no-such-helper-here --field key"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: x.ndjson: row 0: --key-cmd \"no-such-helper-here\" for key id \"k1\" could not \
+         be started: No such file or directory\nhint: --key-cmd is split into words as a shell \
+         would split it, but no shell runs it ($VARIABLES, ~, pipes and redirections are not \
+         expanded): check the program's name and PATH, or put the commands in a script\n"
+    );
+    let out = env.run(
+        "verify",
+        Path::new("x.ndjson"),
+        &["--key-cmd", "pass show 'k"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: --key-cmd is not a command: it is empty, or a quote in it is not closed\nhint: \
+         run with --help for usage\n"
+    );
+}
+
+/// What a command prints that is not a key is refused (exit 1) without being shown.
+#[test]
+fn a_key_command_that_prints_garbage_megabytes_or_a_short_key_exits_1_unechoed() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let key = env.text(&a);
+    // 31 bytes: the key less its last byte.
+    let short = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        b64.encode(&b64.decode(&key).unwrap()[..31])
+    };
+    let cases = [
+        (
+            "short.sh",
+            format!("echo {short}\n"),
+            "the output of --key-cmd \"./short.sh\" for key id \"k1\" decodes to 31 bytes, but \
+             an AES-256 key needs exactly 32 bytes\n",
+        ),
+        (
+            "garbage.sh",
+            format!("echo 'Error:{key}sealed'\n"),
+            "the output of --key-cmd \"./garbage.sh\" for key id \"k1\" is not valid base64 \
+             (standard alphabet)",
+        ),
+        (
+            "flood.sh",
+            format!("exec yes {key}\n"),
+            "--key-cmd \"./flood.sh\" for key id \"k1\" printed more than 4096 bytes on standard \
+             output, more than any key; it was killed\n",
+        ),
+    ];
+    for (name, body, want) in cases {
+        let cmd = env.script(name, &body);
+        let started = std::time::Instant::now();
+        let out = env.run("decrypt", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{name}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{name}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("error: x.ndjson: row 0: {want}")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.ends_with(
+                "hint: a key command prints the key's base64 text (32 bytes) and nothing else \
+                 on standard output; its messages belong on standard error\n"
+            ),
+            "{name}: {err}"
+        );
+        assert_no_key(&err, &key);
+        assert_no_key(&err, &short);
+    }
+    // The key without a final newline (as `vault kv get -field=key` prints it) is a key.
+    let cmd = env.script("vault.sh", "printf %s \"$(cat a.key)\"\n");
+    let out = env.run("decrypt", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), plain());
+}
+
+/// A key that is a key but the wrong one is an authentication failure, as from a file.
+#[test]
+fn a_wrong_key_from_a_command_is_still_exit_3() {
+    let env = Env::new();
+    let (a, b) = (env.key("a.key"), env.key("b.key"));
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script("other.sh", "cat b.key\n");
+    let out = env.run("verify", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).starts_with("error: x.ndjson: row 0: authentication failed\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_key(&stderr(&out), &env.text(&b));
+}
+
+/// A command that wants the terminal (SIGTTIN: it tried to read a passphrase) is killed at once
+/// rather than left stopped until the timeout.
+#[test]
+fn a_key_command_that_stops_for_the_terminal_is_killed() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script("prompt.sh", "kill -TTIN $$\ncat a.key\n");
+    let started = std::time::Instant::now();
+    let out = env.run("verify", Path::new("x.ndjson"), &["--key-cmd", &cmd]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: x.ndjson: row 0: --key-cmd \"./prompt.sh\" for key id \"k1\" was stopped by \
+         signal 21 (SIGTTIN) (a key command cannot use the terminal), and killed\nhint: it runs \
+         with standard input closed and in a process group of its own, so it cannot prompt for a \
+         passphrase: unlock its agent first (gpg-agent, 1Password, vault login), or give the key \
+         another way\n"
+    );
+}
+
+#[test]
+fn the_environment_can_name_a_key_command_and_flags_replace_it() {
+    let env = Env::new();
+    let (a, b) = (env.key("a.key"), env.key("b.key"));
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script("a.sh", "cat a.key\n");
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args(["verify", "x.ndjson", "--customer-id", CUSTOMER])
+        .env("CIPHERSTREAM_KEY_CMD", &cmd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "x.ndjson: ok, 8 rows, key ids: k1 (CIPHERSTREAM_KEY_CMD \"./a.sh\")\n"
+    );
+    // CIPHERSTREAM_KEY_FILE comes first; a flag replaces the environment.
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args(["verify", "x.ndjson", "--customer-id", CUSTOMER])
+        .env("CIPHERSTREAM_KEY_CMD", &cmd)
+        .env("CIPHERSTREAM_KEY_FILE", &b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args([
+            "verify",
+            "x.ndjson",
+            "--customer-id",
+            CUSTOMER,
+            "--key-file",
+            "a.key",
+        ])
+        .env("CIPHERSTREAM_KEY_CMD", "false")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// `encrypt --key-cmd` tells the command the key id it seals under.
+#[test]
+fn encrypt_takes_its_key_from_a_command() {
+    let env = Env::new();
+    env.key("a.key");
+    let cmd = env.script(
+        "enc.sh",
+        "echo \"id=${CIPHERSTREAM_KEY_ID-unset} customer=$CIPHERSTREAM_CUSTOMER_ID\" >&2\ncat a.key\n",
+    );
+    for (extra, seen) in [
+        (&["--key-id", "k2025"][..], "id=k2025 customer=cust_keys\n"),
+        (&[][..], "id=unset customer=cust_keys\n"),
+    ] {
+        let _ = fs::remove_file(env.path("out.ndjson"));
+        let out = cipherstream()
+            .current_dir(env.dir.path())
+            .args([
+                "encrypt",
+                "plain.ndjson",
+                "-o",
+                "out.ndjson",
+                "--format",
+                "ndjson",
+            ])
+            .args(["--customer-id", CUSTOMER, "--key-cmd", &cmd])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stderr(&out), seen);
+        let out = env.run("decrypt", Path::new("out.ndjson"), &["--key-file", "a.key"]);
+        assert_eq!(stdout(&out), plain());
+    }
+    let fail = env.script("fail.sh", "exit 4\n");
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args(["encrypt", "plain.ndjson", "-o", "never.ndjson"])
+        .args(["--customer-id", CUSTOMER, "--key-cmd", &fail])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: --key-cmd \"./fail.sh\" failed (exit status 4)\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.path("never.ndjson").exists());
+}
