@@ -40,7 +40,7 @@ Exit status:
 Secrets are never taken as command-line values: the keys come from --key-file, --key-cmd and
 --keyring, else CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY_CMD, else CIPHERSTREAM_KEY (base64
 text); the customer id from --customer-id, else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from
---secret-file, else CIPHERSTREAM_WEBHOOK_SECRET.";
+--secret-file and --secret-cmd, else CIPHERSTREAM_WEBHOOK_SECRET.";
 
 /// Decrypt, verify and make CipherStream encrypted NDJSON exports, and check CipherStream webhooks.
 #[derive(Debug, Parser)]
@@ -290,6 +290,21 @@ pub struct WebhookVerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub secret_file: Vec<PathBuf>,
 
+    /// Command that prints a webhook secret on standard output (run as --key-cmd is: no shell,
+    /// standard input closed); repeatable, with --secret-file too: any one may match.
+    #[arg(long, value_name = "CMD")]
+    pub secret_cmd: Vec<String>,
+
+    /// Seconds a --secret-cmd may run before it is killed, with every process it started (the
+    /// vendor waits 30 seconds for a receiver's answer).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub secret_cmd_timeout: u64,
+
     /// Largest accepted distance, in seconds, between the body's `timestamp` and now.
     #[arg(
         long,
@@ -321,8 +336,22 @@ pub struct WebhookVerifyArgs {
 #[derive(Debug, Args)]
 pub struct WebhookSignArgs {
     /// File holding the webhook secret [else CIPHERSTREAM_WEBHOOK_SECRET holds the secret].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "secret_cmd")]
     pub secret_file: Option<PathBuf>,
+
+    /// Command that prints the webhook secret on standard output (run as --key-cmd is: no shell,
+    /// standard input closed).
+    #[arg(long, value_name = "CMD")]
+    pub secret_cmd: Option<String>,
+
+    /// Seconds --secret-cmd may run before it is killed, with every process it started.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub secret_cmd_timeout: u64,
 
     /// Largest body read, in bytes; a larger one is refused (exit 1).
     #[arg(long, value_name = "BYTES", default_value_t = webhook::MAX_BODY_BYTES, value_parser = body_limit())]

@@ -10,8 +10,8 @@
 //!   the environment's one key or command as above. Which of them opens a row is the key set's
 //!   business ([`crate::format::keyset`]); a key command runs when a row needs it, once per key
 //!   id, told the key id and customer id in its environment ([`crate::cmd::helper`]).
-//! - Webhook secrets: every `--secret-file` (any one may match, for a rotation), else
-//!   `CIPHERSTREAM_WEBHOOK_SECRET`.
+//! - Webhook secrets: every `--secret-file` and what every `--secret-cmd` prints (any one may
+//!   match, for a rotation), else `CIPHERSTREAM_WEBHOOK_SECRET`.
 //!
 //! Secret files are small: they are refused above [`MAX_SECRET_FILE_BYTES`] before being read, and
 //! read into buffers that are wiped when dropped. A file readable by group or others is a warning,
@@ -356,19 +356,43 @@ fn shared_mode(meta: &fs::Metadata) -> Option<u32> {
     }
 }
 
-/// The webhook secrets: every file in `files` (any one may match, for a rotation's grace period),
-/// else `CIPHERSTREAM_WEBHOOK_SECRET`. None at all is a usage error, so the list returned is never
-/// empty.
-pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
+/// Where webhook secrets come from: `--secret-file`s and `--secret-cmd`s.
+pub struct SecretSources<'a> {
+    /// Every `--secret-file`.
+    pub files: &'a [PathBuf],
+    /// Every `--secret-cmd`.
+    pub commands: &'a [String],
+    /// `--secret-cmd-timeout`.
+    pub timeout: Duration,
+}
+
+/// The webhook secrets: every file and what every command prints (any one may match, for a
+/// rotation's grace period), else `CIPHERSTREAM_WEBHOOK_SECRET`. None at all is a usage error, so
+/// the list returned is never empty. The commands run now, each once, told nothing in their
+/// environment; one that fails is an error (exit 1), as a secret file that cannot be read is.
+pub fn secrets(from: &SecretSources<'_>, warn: &dyn Warn) -> Result<Vec<Secret>> {
+    let (files, commands) = (from.files, from.commands);
+    if files.is_empty() && commands.is_empty() {
+        if let Some(value) = std::env::var_os(ENV_SECRET) {
+            let text = Zeroizing::new(value.into_encoded_bytes());
+            return Ok(vec![Secret::from_text(&text, ENV_SECRET)?]);
+        }
+        return Err(Error::Usage(format!(
+            "no webhook secret given: use --secret-file PATH or --secret-cmd CMD, or set \
+             {ENV_SECRET}"
+        )));
+    }
+    let mut secrets = Vec::with_capacity(files.len() + commands.len());
     if !files.is_empty() {
         // During a rotation the receiver lists the old and the new file; once one of them is
         // removed, the others must still work (with a warning, so the configuration gets fixed).
-        // A file that exists but cannot be read is still an error, as is every file missing.
+        // A file that exists but cannot be read is still an error, as is every file missing
+        // when no command gives a secret either.
         let present: Vec<&PathBuf> = files
             .iter()
             .filter(|p| !matches!(p.try_exists(), Ok(false)))
             .collect();
-        if present.is_empty() {
+        if present.is_empty() && commands.is_empty() {
             return Err(secret_file(&files[0], warn)
                 .err()
                 .unwrap_or_else(|| Error::Usage("no webhook secret file exists".to_owned())));
@@ -376,18 +400,26 @@ pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
         for missing in files.iter().filter(|p| !present.contains(p)) {
             warn.warn(Warning::MissingSecretFile {
                 path: (!looks_like_secret(missing)).then(|| missing.clone()),
-                remaining: present.len(),
+                remaining: present.len() + commands.len(),
             });
         }
-        return present.iter().map(|path| secret_file(path, warn)).collect();
+        for path in present {
+            secrets.push(secret_file(path, warn)?);
+        }
     }
-    if let Some(value) = std::env::var_os(ENV_SECRET) {
-        let text = Zeroizing::new(value.into_encoded_bytes());
-        return Ok(vec![Secret::from_text(&text, ENV_SECRET)?]);
+    let numbered = commands.len() > 1;
+    for (i, text) in commands.iter().enumerate() {
+        let number = numbered.then_some(i + 1);
+        let helper = Helper::parse(text, "--secret-cmd", number, "webhook secret", from.timeout)?;
+        let printed = helper
+            .run(&[])
+            .map_err(|problem| Error::Command(Box::new(helper.failure(None, problem))))?;
+        secrets.push(Secret::from_text(
+            &printed,
+            format!("the output of {}", helper.name()),
+        )?);
     }
-    Err(Error::Usage(format!(
-        "no webhook secret given: use --secret-file PATH or set {ENV_SECRET}"
-    )))
+    Ok(secrets)
 }
 
 /// Read one webhook secret file.

@@ -852,3 +852,127 @@ fn encrypt_takes_its_key_from_a_command() {
     );
     assert!(!env.path("never.ndjson").exists());
 }
+
+// Webhook secrets from a command (issue 15, item 1: "the same mechanism").
+
+/// A delivery body from the webhook tests, and its signature under `secret`.
+fn delivery(env: &Env, secret: &str) -> (PathBuf, String) {
+    let body = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/webhook/completed.json");
+    fs::write(env.path("signing.secret"), secret).unwrap();
+    let out = cipherstream()
+        .args(["webhook", "sign", "--secret-file"])
+        .arg(env.path("signing.secret"))
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (body, stdout(&out).trim().to_owned())
+}
+
+#[test]
+fn webhook_secrets_from_commands() {
+    let env = Env::new();
+    let (body, signature) = delivery(&env, "whsec_new_5d1e9a");
+    let new = env.script("new.sh", "echo whsec_new_5d1e9a\n");
+    let old = env.script("old.sh", "printf %s whsec_old_77c3b0\n");
+    fs::write(env.path("old.secret"), "whsec_old_77c3b0\n").unwrap();
+    set_mode(&env.path("old.secret"), 0o600);
+    let verify = |args: &[&str]| {
+        cipherstream()
+            .current_dir(env.dir.path())
+            .args([
+                "webhook",
+                "verify",
+                "--no-timestamp-check",
+                "--signature",
+                &signature,
+            ])
+            .args(args)
+            .arg(&body)
+            .output()
+            .unwrap()
+    };
+    // Alone, beside an old secret's command or file (a rotation): any one may match.
+    for args in [
+        &["--secret-cmd", &new][..],
+        &["--secret-cmd", &old, "--secret-cmd", &new],
+        &["--secret-file", "old.secret", "--secret-cmd", &new],
+    ] {
+        let out = verify(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.stdout, fs::read(&body).unwrap());
+    }
+    // Not matching: the secrets tried are named by where they came from, never shown.
+    let out = verify(&["--secret-cmd", &old]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}: webhook signature does not match the body (tried 1 secret: the output of \
+             --secret-cmd \"./old.sh\")\n",
+            body.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("whsec_"), "{err}");
+    // A command that fails, hangs or prints nothing.
+    let fail = env.script("fail.sh", "echo 'op: not signed in' >&2\nexit 1\n");
+    let out = verify(&["--secret-cmd", &new, "--secret-cmd", &fail]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "op: not signed in\nerror: --secret-cmd #2 \"./fail.sh\" failed (exit status 1)\nhint: \
+         its own message, if it wrote one, is above; run it by hand to see what it does\n"
+    );
+    let hang = env.script("hang.sh", "sleep 1000\n");
+    let started = std::time::Instant::now();
+    let out = verify(&["--secret-cmd", &hang, "--secret-cmd-timeout", "1"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: --secret-cmd \"./hang.sh\" did not finish within 1 second; it was killed, with \
+         every process it started\nhint: raise --secret-cmd-timeout SECS if it really needs \
+         longer; a command that waits for a passphrase cannot get one here\n"
+    );
+    let empty = env.script("empty.sh", "echo\n");
+    let out = verify(&["--secret-cmd", &empty]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: the output of --secret-cmd \"./empty.sh\" is empty: expected a webhook secret\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn webhook_sign_takes_its_secret_from_a_command() {
+    let env = Env::new();
+    let (body, signature) = delivery(&env, "whsec_new_5d1e9a");
+    let new = env.script("new.sh", "echo whsec_new_5d1e9a\n");
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args(["webhook", "sign", "--secret-cmd", &new])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{signature}\n"));
+    let out = cipherstream()
+        .current_dir(env.dir.path())
+        .args([
+            "webhook",
+            "sign",
+            "--secret-cmd",
+            &new,
+            "--secret-file",
+            "x",
+        ])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
