@@ -976,3 +976,57 @@ fn webhook_sign_takes_its_secret_from_a_command() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Whether `tool` is installed; without it a recipe test says so and passes, except under CI
+/// (`CI` set), which installs it (`.ci/run`).
+fn installed(tool: &str, test: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: {tool} is required under CI"
+        );
+        eprintln!("{test}: skipped: {tool} is not installed");
+    }
+    found
+}
+
+/// The systemd credentials recipe (README, "Keys from a secrets manager"), as far as it runs
+/// without systemd as the init system: the key encrypted with `systemd-creds` (under a host key
+/// of the test's own, never the machine's), decrypted as `LoadCredentialEncrypted=` does into a
+/// private directory as a mode-0400 file, and read from `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn the_systemd_credentials_recipe() {
+    if !installed("systemd-creds", "the_systemd_credentials_recipe") {
+        return;
+    }
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let credentials = env.path("credentials");
+    fs::create_dir(&credentials).unwrap();
+    set_mode(&credentials, 0o700);
+    let script = format!(
+        "set -eu\n\
+         export SYSTEMD_CREDENTIAL_SECRET=\"$PWD/host.secret\"\n\
+         systemd-creds encrypt --with-key=host --name=cipherstream-key a.key key.cred\n\
+         systemd-creds decrypt --name=cipherstream-key key.cred \"$CREDENTIALS_DIRECTORY/cipherstream-key\"\n\
+         chmod 400 \"$CREDENTIALS_DIRECTORY/cipherstream-key\"\n\
+         exec {} decrypt x.ndjson --customer-id {CUSTOMER} --key-file \"$CREDENTIALS_DIRECTORY/cipherstream-key\"\n",
+        env!("CARGO_BIN_EXE_cipherstream")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(env.dir.path())
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .env("SYSTEMD_LOG_LEVEL", "err")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), plain());
+    // No warning about the key file's mode, nor anything else.
+    assert_eq!(stderr(&out), "");
+}
