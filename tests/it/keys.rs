@@ -1030,3 +1030,73 @@ fn the_systemd_credentials_recipe() {
     // No warning about the key file's mode, nor anything else.
     assert_eq!(stderr(&out), "");
 }
+
+/// A signal that ends cipherstream while a key command runs ends the command and what it started
+/// too: they are in a process group of their own, which a terminal's signal does not reach.
+#[test]
+fn a_signal_ends_a_running_key_command_too() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let cmd = env.script(
+        "hang.sh",
+        "echo $$ > helper.pid\nsleep 1000 &\necho $! > child.pid\nwait\n",
+    );
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_cipherstream"))
+        .current_dir(env.dir.path())
+        .args([
+            "verify",
+            "x.ndjson",
+            "--customer-id",
+            CUSTOMER,
+            "--key-cmd",
+            &cmd,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !fs::read_to_string(env.path("child.pid")).is_ok_and(|p| p.ends_with('\n')) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the command never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = run.wait().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    let pids = ["helper.pid", "child.pid"]
+        .map(|f| fs::read_to_string(env.path(f)).unwrap().trim().to_owned());
+    assert!(
+        gone(&pids),
+        "the command or its child outlived cipherstream"
+    );
+}
+
+/// A key given where the command belongs is not shown when it cannot be run.
+#[test]
+fn a_key_given_as_the_command_is_not_shown() {
+    let env = Env::new();
+    let a = env.key("a.key");
+    env.export("x.ndjson", &env.sealed(&a, "k1"));
+    let key = env.text(&a);
+    let out = env.run("verify", Path::new("x.ndjson"), &["--key-cmd", &key]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: x.ndjson: row 0: --key-cmd (program not shown) for key id \"k1\" could not be \
+             started: No such file or directory\n"
+        ),
+        "{err}"
+    );
+    assert_no_key(&err, &key);
+}
