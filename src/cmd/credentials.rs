@@ -27,11 +27,10 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
-
-use std::time::Duration;
 
 use crate::cli::KeyArgs;
 use crate::cmd::helper::Helper;

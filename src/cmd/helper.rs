@@ -297,9 +297,12 @@ mod unix {
             match poll(&mut fds, Some(&timeout)) {
                 Ok(0) | Err(rustix::io::Errno::INTR) => continue,
                 Ok(_) => {}
-                // Cannot wait on it: read, which returns what there is or blocks no longer than
-                // the command holds it open.
-                Err(_) => {}
+                // Never read without knowing it will not block: wait, and let the deadline end
+                // it if poll keeps failing.
+                Err(_) => {
+                    std::thread::sleep(wait);
+                    continue;
+                }
             }
             match stdout.read(&mut chunk[..]) {
                 Ok(0) => eof = true,

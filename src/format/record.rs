@@ -9,8 +9,9 @@
 //! zero-based index of the non-blank line, in decimal without leading zeros. For customer id
 //! `cust_123` and row 7 that is the 17 bytes `stream:cust_123:7`.
 //!
-//! Opening a row depends on nothing but the line, its index, the key and the customer id, so rows
-//! can be opened on any thread in any order. A row that fails releases none of its bytes. The tag
+//! Opening a row depends on nothing but the line, its index, the keys and the customer id (the
+//! key id only orders the keys tried: [`crate::format::keyset`]), so rows can be opened on any
+//! thread in any order. A row that fails releases none of its bytes. The tag
 //! is not checked before the row is decrypted: `ring` decrypts the ciphertext in place in the
 //! output buffer while it computes the tag, compares the tags after that, and on a mismatch
 //! overwrites the decrypted bytes with zeros before it returns the error (see
