@@ -31,7 +31,7 @@ fn output_parser() -> impl TypedValueParser<Value = Output> {
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  any other error: I/O, malformed input, bad container, bad key format
+  1  any other error: I/O, malformed input, bad container, bad key format, a key command failed
   2  usage error (bad or missing arguments, no key, no customer id)
   3  authentication failed: a row, or a webhook signature or timestamp, did not verify;
      or the row count differs from --expect-rows
@@ -39,10 +39,10 @@ Exit status:
   5  a download URL has expired or is refused (403, 404): retrying it will not help
   129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
-Secrets are never taken as command-line values: the key comes from --key-file, else
-CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY (base64 text); the customer id from --customer-id,
-else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from --secret-file, else
-CIPHERSTREAM_WEBHOOK_SECRET.";
+Secrets are never taken as command-line values: the keys come from --key-file, --key-cmd and
+--keyring, else CIPHERSTREAM_KEY_FILE, else CIPHERSTREAM_KEY_CMD, else CIPHERSTREAM_KEY (base64
+text); the customer id from --customer-id, else CIPHERSTREAM_CUSTOMER_ID; the webhook secret from
+--secret-file and --secret-cmd, else CIPHERSTREAM_WEBHOOK_SECRET.";
 
 /// Decrypt, verify and make CipherStream encrypted NDJSON exports, and check CipherStream webhooks.
 #[derive(Debug, Parser)]
@@ -102,9 +102,9 @@ pub struct ReadArgs {
     #[arg(long, value_name = "ID")]
     pub customer_id: Option<String>,
 
-    /// File holding the base64 key [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
-    #[arg(long, value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub keys: KeyArgs,
 
     /// In a ZIP with several candidate members, the member to read.
     #[arg(long, value_name = "NAME")]
@@ -174,6 +174,37 @@ impl NetArgs {
     }
 }
 
+/// Where the keys for reading exports come from. Any of these replaces the environment's key.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// File holding a base64 key; repeat it for several keys (each row is opened by the one that
+    /// authenticates it) [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Vec<PathBuf>,
+
+    /// Command that prints a base64 key on standard output, such as "pass show cipherstream/key";
+    /// repeatable. Split into words as a shell would, run without a shell, with standard input
+    /// closed and CIPHERSTREAM_KEY_ID and CIPHERSTREAM_CUSTOMER_ID set to the key id and customer
+    /// id the rows need; run once per key id, only when no other key opens the rows [env:
+    /// CIPHERSTREAM_KEY_CMD].
+    #[arg(long, value_name = "CMD")]
+    pub key_cmd: Vec<String>,
+
+    /// Directory of key files, each named by the key id it opens (0600 files in a 0700
+    /// directory): a row's key_id picks its file; when none is named so, every key is tried.
+    #[arg(long, value_name = "DIR")]
+    pub keyring: Option<PathBuf>,
+
+    /// Seconds a --key-cmd may run before it is killed, with every process it started.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub key_cmd_timeout: u64,
+}
+
 /// `cipherstream decrypt`.
 #[derive(Debug, Args)]
 pub struct DecryptArgs {
@@ -234,8 +265,23 @@ pub struct EncryptArgs {
     pub customer_id: Option<String>,
 
     /// File holding the base64 key [env: CIPHERSTREAM_KEY_FILE; else CIPHERSTREAM_KEY holds the key].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "key_cmd")]
     pub key_file: Option<PathBuf>,
+
+    /// Command that prints the base64 key on standard output, run without a shell, with standard
+    /// input closed, CIPHERSTREAM_CUSTOMER_ID set, and CIPHERSTREAM_KEY_ID set to --key-id when
+    /// given [env: CIPHERSTREAM_KEY_CMD].
+    #[arg(long, value_name = "CMD")]
+    pub key_cmd: Option<String>,
+
+    /// Seconds --key-cmd may run before it is killed, with every process it started.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub key_cmd_timeout: u64,
 
     /// Where to write the export (atomically, mode 0600).
     #[arg(short, long, value_name = "PATH", value_parser = output_parser())]
@@ -321,6 +367,21 @@ pub struct WebhookVerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub secret_file: Vec<PathBuf>,
 
+    /// Command that prints a webhook secret on standard output (run as --key-cmd is: no shell,
+    /// standard input closed); repeatable, with --secret-file too: any one may match.
+    #[arg(long, value_name = "CMD")]
+    pub secret_cmd: Vec<String>,
+
+    /// Seconds a --secret-cmd may run before it is killed, with every process it started (the
+    /// vendor waits 30 seconds for a receiver's answer).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub secret_cmd_timeout: u64,
+
     /// Largest accepted distance, in seconds, between the body's `timestamp` and now.
     #[arg(
         long,
@@ -352,8 +413,22 @@ pub struct WebhookVerifyArgs {
 #[derive(Debug, Args)]
 pub struct WebhookSignArgs {
     /// File holding the webhook secret [else CIPHERSTREAM_WEBHOOK_SECRET holds the secret].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "secret_cmd")]
     pub secret_file: Option<PathBuf>,
+
+    /// Command that prints the webhook secret on standard output (run as --key-cmd is: no shell,
+    /// standard input closed).
+    #[arg(long, value_name = "CMD")]
+    pub secret_cmd: Option<String>,
+
+    /// Seconds --secret-cmd may run before it is killed, with every process it started.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub secret_cmd_timeout: u64,
 
     /// Largest body read, in bytes; a larger one is refused (exit 1).
     #[arg(long, value_name = "BYTES", default_value_t = webhook::MAX_BODY_BYTES, value_parser = body_limit())]

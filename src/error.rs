@@ -81,6 +81,16 @@ pub enum RowError {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// No key could be had for the row's key id: a key command failed (exit 1). The run stops
+    /// here even with `--skip-bad-rows`: the row is not bad, the configuration is.
+    Key(Box<CommandFailure>),
+}
+
+impl RowError {
+    /// Whether the run must stop at this error even when bad rows are skipped.
+    pub fn stops_salvage(&self) -> bool {
+        matches!(self, RowError::Key(_))
+    }
 }
 
 /// What the neighbouring row indices tell about an authentication failure.
@@ -99,6 +109,13 @@ pub enum Diagnosis {
     Swapped {
         /// The other row of the pair.
         with: u64,
+    },
+    /// No key given opens the row, and no earlier row has its key id: the export switched to a key
+    /// that was not given (a rotation during the job), or the line was altered. Set by the engine,
+    /// which knows the key ids of the rows before it.
+    NewKeyId {
+        /// The row's key id (untrusted: it is not authenticated).
+        key_id: String,
     },
     /// Row 0 fails at every index tried and the customer id holds characters a user cannot see
     /// (a trailing `\r`, newline or space from an env file): the customer id is most likely
@@ -160,6 +177,90 @@ pub enum PlainLineProblem {
     },
 }
 
+/// A command that was to print a key or a webhook secret (`--key-cmd`, `--secret-cmd`) gave
+/// nothing usable (exit 1). Cloned into every row that needed its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandFailure {
+    /// The command as messages name it: where it was given and its program, never its arguments
+    /// (`--key-cmd "pass"`).
+    pub command: String,
+    /// What it was to print: "key" or "webhook secret".
+    pub what: &'static str,
+    /// The key id it was run for (`CIPHERSTREAM_KEY_ID`), if any.
+    pub key_id: Option<String>,
+    /// What went wrong.
+    pub problem: CommandProblem,
+}
+
+/// What went wrong with a key or secret command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandProblem {
+    /// It could not be started (the operating system's message).
+    Start(String),
+    /// It exited with a status other than 0.
+    Status(i32),
+    /// A signal ended it.
+    Signal {
+        /// The signal's number.
+        number: i32,
+        /// Its name (`SIGKILL`), when known.
+        name: Option<&'static str>,
+    },
+    /// A signal stopped it (SIGTTIN: it tried to read from the terminal); it was killed.
+    Stopped {
+        /// The signal's number.
+        number: i32,
+        /// Its name (`SIGTTIN`), when known.
+        name: Option<&'static str>,
+    },
+    /// It did not finish in time; it was killed, with every process it started.
+    TimedOut {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// It printed more than `limit` bytes on standard output; it was killed.
+    TooMuchOutput {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// What it printed is not a key or secret: the check's message, which never shows the text.
+    Unusable(String),
+    /// It was not run: the export names more key ids than a key command is run for.
+    TooManyKeyIds {
+        /// The most key ids a command is run for.
+        limit: usize,
+    },
+}
+
+/// What is wrong with a `--keyring` directory (exit 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyringProblem {
+    /// The directory is open to group or others.
+    SharedDirectory {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key file in it is open to group or others.
+    SharedFile {
+        /// The file.
+        file: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// An entry in it is not a regular file.
+    NotAFile {
+        /// The entry.
+        entry: PathBuf,
+    },
+    /// It holds more key files than are read.
+    TooMany {
+        /// The most key files read.
+        limit: usize,
+    },
+}
+
 /// Every error the tool reports.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -168,6 +269,15 @@ pub enum Error {
     Usage(String),
     /// The key could not be loaded or is not a 32-byte base64 key.
     Key(String),
+    /// A key or webhook secret command gave nothing usable (exit 1).
+    Command(Box<CommandFailure>),
+    /// A `--keyring` directory cannot be used (exit 1).
+    Keyring {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: KeyringProblem,
+    },
     /// An I/O operation failed; `what` names the file and operation.
     Io {
         /// What was being done, naming the path.
@@ -530,6 +640,22 @@ impl Error {
                  give it with --key-file PATH, CIPHERSTREAM_KEY_FILE or CIPHERSTREAM_KEY"
                     .into(),
             ),
+            Error::Command(failure) => Some(failure.hint()),
+            Error::Keyring { dir, problem } => Some(match problem {
+                KeyringProblem::SharedDirectory { .. } => {
+                    format!("run: chmod 700 {}", dir.display())
+                }
+                KeyringProblem::SharedFile { file, .. } => format!(
+                    "run: chmod 600 {} (or chmod 600 {}/* for every key file)",
+                    file.display(),
+                    dir.display()
+                ),
+                KeyringProblem::NotAFile { .. } | KeyringProblem::TooMany { .. } => {
+                    "a keyring holds one key file per key id, named by the key id, and nothing \
+                     else (names starting with a dot are skipped)"
+                        .into()
+                }
+            }),
             Error::AmbiguousArchive { .. } => Some("choose one with --member NAME".into()),
             Error::Container { .. } => Some(
                 "check that the download completed (compare its size with the webhook's \
@@ -563,6 +689,14 @@ impl Error {
                     text::invisible(customer_id)
                         .unwrap_or_else(|| "holds an invisible character".into())
                 )),
+                RowError::Auth(Diagnosis::NewKeyId { key_id }) => Some(format!(
+                    "no key given opens it, and it is the first row with key id {}: the export \
+                     switched keys here (a rotation during the job), so give that key too \
+                     (--key-file, --key-cmd or --keyring); if there is no such key, this line \
+                     was altered",
+                    text::quote(key_id)
+                )),
+                RowError::Key(failure) => Some(failure.hint()),
                 RowError::Auth(Diagnosis::Unknown) if *row == 0 => Some(
                     "a wrong key and a wrong --customer-id look the same on row 0; check both"
                         .into(),
@@ -773,6 +907,31 @@ impl fmt::Display for Unescaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Error::Usage(msg) | Error::Key(msg) => f.write_str(msg),
+            Error::Command(failure) => write!(f, "{}", failure.unescaped()),
+            Error::Keyring { dir, problem } => match problem {
+                KeyringProblem::SharedDirectory { mode } => write!(
+                    f,
+                    "keyring {} is open to group or others (mode {:04o}); it must be private",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+                KeyringProblem::SharedFile { file, mode } => write!(
+                    f,
+                    "keyring file {} is open to group or others (mode {:04o}); key files must be \
+                     private",
+                    file.display(),
+                    mode & 0o7777
+                ),
+                KeyringProblem::NotAFile { entry } => write!(
+                    f,
+                    "keyring {} holds {}, which is not a regular file",
+                    dir.display(),
+                    entry.display()
+                ),
+                KeyringProblem::TooMany { limit } => {
+                    write!(f, "keyring {} holds more than {limit} files", dir.display())
+                }
+            },
             Error::Io { what, source } => write!(f, "{what}: {}", io_message(source)),
             Error::Write {
                 input,
@@ -819,6 +978,7 @@ impl fmt::Display for Unescaped<'_> {
                     RowError::TooLong { limit } => {
                         write!(f, "line is longer than the limit of {limit} bytes")
                     }
+                    RowError::Key(failure) => write!(f, "{}", failure.unescaped()),
                 }
             }
             Error::RowCount {
@@ -1049,6 +1209,109 @@ impl std::error::Error for Error {
             Error::Spool { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl CommandFailure {
+    /// The command, and the key id it was run for: `--key-cmd "pass" for key id "k1"`.
+    fn name(&self) -> String {
+        match &self.key_id {
+            Some(key_id) => format!("{} for key id {}", self.command, text::quote(key_id)),
+            None => self.command.clone(),
+        }
+    }
+
+    /// The message as worded, before [`text::escape`].
+    fn unescaped(&self) -> String {
+        let name = self.name();
+        match &self.problem {
+            CommandProblem::Start(why) => format!("{name} could not be started: {why}"),
+            CommandProblem::Status(code) => format!("{name} failed (exit status {code})"),
+            CommandProblem::Signal { number, name: sig } => format!(
+                "{name} was killed by signal {number}{}",
+                sig.map(|s| format!(" ({s})")).unwrap_or_default()
+            ),
+            CommandProblem::Stopped { number, name: sig } => format!(
+                "{name} was stopped by signal {number}{} (a {} command cannot use the terminal), \
+                 and killed",
+                sig.map(|s| format!(" ({s})")).unwrap_or_default(),
+                self.what
+            ),
+            CommandProblem::TimedOut { secs } => format!(
+                "{name} did not finish within {secs} second{}; it was killed, with every process \
+                 it started",
+                if *secs == 1 { "" } else { "s" }
+            ),
+            CommandProblem::TooMuchOutput { limit } => format!(
+                "{name} printed more than {limit} bytes on standard output, more than any {}; \
+                 it was killed",
+                self.what
+            ),
+            CommandProblem::Unusable(why) => why.clone(),
+            CommandProblem::TooManyKeyIds { limit } => {
+                format!("{name} was not run: the export names more than {limit} key ids")
+            }
+        }
+    }
+
+    /// What to check next.
+    fn hint(&self) -> String {
+        let flag = if self.what == "key" {
+            "--key-cmd"
+        } else {
+            "--secret-cmd"
+        };
+        match &self.problem {
+            CommandProblem::Start(_) => format!(
+                "{flag} is split into words as a shell would split it, but no shell runs it \
+                 ($VARIABLES, ~, pipes and redirections are not expanded): check the program's \
+                 name and PATH, or put the commands in a script"
+            ),
+            CommandProblem::Status(_) | CommandProblem::Signal { .. } => match &self.key_id {
+                Some(key_id) => format!(
+                    "its own message, if it wrote one, is above; run it by hand to see what it \
+                     does (cipherstream sets CIPHERSTREAM_KEY_ID={} and \
+                     CIPHERSTREAM_CUSTOMER_ID for it)",
+                    text::quote(key_id)
+                ),
+                None => "its own message, if it wrote one, is above; run it by hand to see what \
+                         it does"
+                    .into(),
+            },
+            CommandProblem::Stopped { .. } => format!(
+                "it runs with standard input closed and in a process group of its own, so it \
+                 cannot prompt for a passphrase: unlock its agent first (gpg-agent, 1Password, \
+                 vault login), or give the {} another way",
+                self.what
+            ),
+            CommandProblem::TimedOut { .. } => format!(
+                "raise {flag}-timeout SECS if it really needs longer; a command that waits for a \
+                 passphrase cannot get one here"
+            ),
+            CommandProblem::TooMuchOutput { .. } | CommandProblem::Unusable(_) => {
+                if self.what == "key" {
+                    "a key command prints the key's base64 text (32 bytes) and nothing else on \
+                     standard output; its messages belong on standard error"
+                        .into()
+                } else {
+                    "a secret command prints the webhook secret and nothing else on standard \
+                     output; its messages belong on standard error"
+                        .into()
+                }
+            }
+            CommandProblem::TooManyKeyIds { .. } => {
+                "key ids are not authenticated, and a genuine export names one or two: this one \
+                 was probably altered"
+                    .into()
+            }
+        }
+    }
+}
+
+impl fmt::Display for CommandFailure {
+    /// The message, escaped as a whole (see [`crate::text`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&text::escape(&self.unescaped()))
     }
 }
 

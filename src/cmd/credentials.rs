@@ -2,10 +2,16 @@
 //! the key and the webhook secrets (SPEC section 3).
 //!
 //! - Customer id: `--customer-id`, else `CIPHERSTREAM_CUSTOMER_ID`; missing is a usage error.
-//! - Key: `--key-file`, else the file named by `CIPHERSTREAM_KEY_FILE`, else the base64 text in
-//!   `CIPHERSTREAM_KEY`. A key is never a command-line value.
-//! - Webhook secrets: every `--secret-file` (any one may match, for a rotation), else
-//!   `CIPHERSTREAM_WEBHOOK_SECRET`.
+//! - Key: `--key-file` or `--key-cmd`, else the file named by `CIPHERSTREAM_KEY_FILE`, else the
+//!   command in `CIPHERSTREAM_KEY_CMD`, else the base64 text in `CIPHERSTREAM_KEY`. A key is never
+//!   a command-line value.
+//! - Keys for reading exports ([`keys`], issue 15): every `--key-file`, every file of a
+//!   `--keyring` directory (one private file per key id, named by it) and every `--key-cmd`, else
+//!   the environment's one key or command as above. Which of them opens a row is the key set's
+//!   business ([`crate::format::keyset`]); a key command runs when a row needs it, once per key
+//!   id, told the key id and customer id in its environment ([`crate::cmd::helper`]).
+//! - Webhook secrets: every `--secret-file` and what every `--secret-cmd` prints (any one may
+//!   match, for a rotation), else `CIPHERSTREAM_WEBHOOK_SECRET`.
 //!
 //! Secret files are small: they are refused above [`MAX_SECRET_FILE_BYTES`] before being read, and
 //! read into buffers that are wiped when dropped. A file readable by group or others is a warning,
@@ -21,12 +27,17 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{Error, Result};
+use crate::cli::KeyArgs;
+use crate::cmd::helper::Helper;
+use crate::error::{CommandFailure, CommandProblem, Error, KeyringProblem, Result};
 use crate::format::key::{Key, KeySource};
+use crate::format::keyset::{Fetch, KeySet};
+use crate::text;
 use crate::warning::{Warn, Warning};
 use crate::webhook::{Secret, ENV_SECRET};
 
@@ -36,9 +47,17 @@ pub const ENV_CUSTOMER_ID: &str = "CIPHERSTREAM_CUSTOMER_ID";
 pub const ENV_KEY_FILE: &str = "CIPHERSTREAM_KEY_FILE";
 /// Environment variable holding the key's base64 text.
 pub const ENV_KEY: &str = "CIPHERSTREAM_KEY";
+/// Environment variable holding a key command.
+pub const ENV_KEY_CMD: &str = "CIPHERSTREAM_KEY_CMD";
+/// Environment variable that tells a key command which key id the rows need.
+pub const ENV_KEY_ID: &str = "CIPHERSTREAM_KEY_ID";
 
 /// Key and secret files larger than this are certainly not a key; refuse before reading them.
 pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// A keyring holding more files than this is refused: every file is read, and every key is tried
+/// on a row no key is named for.
+pub const MAX_KEYRING_FILES: usize = 1000;
 
 /// Where the path of a key or secret file came from, and where the text itself belongs: what the
 /// error says when the "path" is the key or secret itself.
@@ -57,6 +76,11 @@ const KEY_FILE_FLAG: PathFrom = PathFrom {
 const KEY_FILE_ENV: PathFrom = PathFrom {
     what: "key file",
     given: ENV_KEY_FILE,
+    meant: ENV_KEY,
+};
+const KEYRING_FILE: PathFrom = PathFrom {
+    what: "key file",
+    given: "--keyring",
     meant: ENV_KEY,
 };
 const SECRET_FILE_FLAG: PathFrom = PathFrom {
@@ -85,42 +109,289 @@ pub fn customer_id(flag: Option<&str>) -> Result<String> {
     Ok(id)
 }
 
-/// The key: `key_file`, else `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY`. A missing key is a
-/// usage error.
-pub fn key(key_file: Option<&Path>, warn: &dyn Warn) -> Result<Key> {
-    let file = match key_file {
-        Some(path) => Some((path.to_path_buf(), KEY_FILE_FLAG)),
-        None => std::env::var_os(ENV_KEY_FILE)
-            .filter(|v| !v.is_empty())
-            .map(|v| (PathBuf::from(v), KEY_FILE_ENV)),
-    };
-    if let Some((path, from)) = file {
-        let source = KeySource::File(path.clone());
-        let text = read_secret_file(&path, from, warn)?;
-        return Key::from_base64(&text, &source);
-    }
-    if let Some(value) = std::env::var_os(ENV_KEY) {
-        let text = Zeroizing::new(value.into_encoded_bytes());
-        return Key::from_base64(&text, &KeySource::Env(ENV_KEY));
-    }
-    Err(Error::Usage(format!(
-        "no key given: use --key-file PATH, or set {ENV_KEY_FILE} or {ENV_KEY}"
-    )))
+/// Where `encrypt`'s one key comes from.
+pub struct OneKey<'a> {
+    /// `--key-file`.
+    pub file: Option<&'a Path>,
+    /// `--key-cmd`.
+    pub command: Option<&'a str>,
+    /// `--key-cmd-timeout`.
+    pub timeout: Duration,
+    /// The key id the key is for (`--key-id`), told to a key command when given.
+    pub key_id: Option<&'a str>,
+    /// The customer id, told to a key command.
+    pub customer_id: &'a str,
 }
 
-/// The webhook secrets: every file in `files` (any one may match, for a rotation's grace period),
-/// else `CIPHERSTREAM_WEBHOOK_SECRET`. None at all is a usage error, so the list returned is never
-/// empty.
-pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
+/// The key: `--key-file`, else `--key-cmd`, else `CIPHERSTREAM_KEY_FILE`, else
+/// `CIPHERSTREAM_KEY_CMD`, else `CIPHERSTREAM_KEY`. A missing key is a usage error.
+pub fn key(from: &OneKey<'_>, warn: &dyn Warn) -> Result<Key> {
+    let timeout = from.timeout;
+    let command = |text: &str, given: &str| -> Result<Key> {
+        let helper = Helper::parse(text, given, None, "key", timeout)?;
+        key_from_command(&helper, from.key_id, from.customer_id)
+            .map_err(|failure| Error::Command(Box::new(failure)))
+    };
+    if let Some(path) = from.file {
+        return key_file_at(path, KEY_FILE_FLAG, warn);
+    }
+    if let Some(text) = from.command {
+        return command(text, "--key-cmd");
+    }
+    match env_key()? {
+        Some(EnvKey::File(path)) => key_file_at(&path, KEY_FILE_ENV, warn),
+        Some(EnvKey::Command(text)) => command(&text, ENV_KEY_CMD),
+        Some(EnvKey::Text(text)) => Key::from_base64(&text, &KeySource::Env(ENV_KEY)),
+        None => Err(Error::Usage(format!(
+            "no key given: use --key-file PATH or --key-cmd CMD, or set {ENV_KEY_FILE}, \
+             {ENV_KEY_CMD} or {ENV_KEY}"
+        ))),
+    }
+}
+
+/// The keys for reading exports: every `--key-file`, then every file of the `--keyring`, then
+/// every `--key-cmd` (run when a row needs it); with none of them, the environment's key or key
+/// command (`CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY_CMD`, else `CIPHERSTREAM_KEY`). No key
+/// at all is a usage error.
+pub fn keys(args: &KeyArgs, customer_id: &str, warn: &dyn Warn) -> Result<KeySet> {
+    let mut set = KeySet::builder();
+    let timeout = Duration::from_secs(args.key_cmd_timeout);
+    if args.key_file.is_empty() && args.key_cmd.is_empty() && args.keyring.is_none() {
+        match env_key()? {
+            Some(EnvKey::File(path)) => {
+                let key = key_file_at(&path, KEY_FILE_ENV, warn)?;
+                set.key(&key, KeySource::File(path).to_string(), None);
+            }
+            Some(EnvKey::Command(text)) => {
+                let helper = Helper::parse(&text, ENV_KEY_CMD, None, "key", timeout)?;
+                set.fetch(Box::new(KeyCommands {
+                    helpers: vec![helper],
+                    customer_id: customer_id.to_owned(),
+                }));
+            }
+            Some(EnvKey::Text(text)) => {
+                let source = KeySource::Env(ENV_KEY);
+                set.key(&Key::from_base64(&text, &source)?, source.to_string(), None);
+            }
+            None => {
+                return Err(Error::Usage(format!(
+                    "no key given: use --key-file PATH, --key-cmd CMD or --keyring DIR, or set \
+                     {ENV_KEY_FILE}, {ENV_KEY_CMD} or {ENV_KEY}"
+                )))
+            }
+        }
+        return Ok(set.build());
+    }
+    for path in &args.key_file {
+        let key = key_file_at(path, KEY_FILE_FLAG, warn)?;
+        set.key(&key, KeySource::File(path.clone()).to_string(), None);
+    }
+    if let Some(dir) = &args.keyring {
+        for (name, path, key) in keyring(dir, warn)? {
+            set.key(&key, format!("keyring file {}", path.display()), name);
+        }
+    }
+    let numbered = args.key_cmd.len() > 1;
+    let helpers = args
+        .key_cmd
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Helper::parse(text, "--key-cmd", numbered.then_some(i + 1), "key", timeout)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    set.fetch(Box::new(KeyCommands {
+        helpers,
+        customer_id: customer_id.to_owned(),
+    }));
+    if set.is_empty() {
+        return Err(Error::Usage(format!(
+            "no key given: the keyring {} holds no key files",
+            args.keyring.as_deref().unwrap_or(Path::new("")).display()
+        )));
+    }
+    Ok(set.build())
+}
+
+/// The environment's key: `CIPHERSTREAM_KEY_FILE`, else `CIPHERSTREAM_KEY_CMD`, else
+/// `CIPHERSTREAM_KEY`, the first one set.
+enum EnvKey {
+    File(PathBuf),
+    Command(String),
+    Text(Zeroizing<Vec<u8>>),
+}
+
+fn env_key() -> Result<Option<EnvKey>> {
+    if let Some(path) = std::env::var_os(ENV_KEY_FILE).filter(|v| !v.is_empty()) {
+        return Ok(Some(EnvKey::File(PathBuf::from(path))));
+    }
+    if let Some(text) = std::env::var_os(ENV_KEY_CMD).filter(|v| !v.is_empty()) {
+        let text = text
+            .into_string()
+            .map_err(|_| Error::Usage(format!("{ENV_KEY_CMD} is not valid UTF-8")))?;
+        return Ok(Some(EnvKey::Command(text)));
+    }
+    Ok(std::env::var_os(ENV_KEY)
+        .map(|value| EnvKey::Text(Zeroizing::new(value.into_encoded_bytes()))))
+}
+
+/// Key commands, each asked for the key of one key id at a time.
+struct KeyCommands {
+    helpers: Vec<Helper>,
+    customer_id: String,
+}
+
+impl Fetch for KeyCommands {
+    fn count(&self) -> usize {
+        self.helpers.len()
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.helpers[i].name().to_owned()
+    }
+
+    fn fetch(&self, i: usize, key_id: &str) -> Result<(Key, String), CommandFailure> {
+        let helper = &self.helpers[i];
+        let key = key_from_command(helper, Some(key_id), &self.customer_id)?;
+        Ok((key, helper.name().to_owned()))
+    }
+}
+
+/// Run a key command for `key_id` (unset in its environment when `None`) and read its key.
+fn key_from_command(
+    helper: &Helper,
+    key_id: Option<&str>,
+    customer_id: &str,
+) -> Result<Key, CommandFailure> {
+    let text = helper
+        .run(&[(ENV_KEY_ID, key_id), (ENV_CUSTOMER_ID, Some(customer_id))])
+        .map_err(|problem| helper.failure(key_id, problem))?;
+    let source = KeySource::Command(match key_id {
+        Some(key_id) => format!("{} for key id {}", helper.name(), text::quote(key_id)),
+        None => helper.name().to_owned(),
+    });
+    Key::from_base64(&text, &source).map_err(|e| {
+        let why = match e {
+            Error::Key(why) => why,
+            other => other.to_string(),
+        };
+        helper.failure(key_id, CommandProblem::Unusable(why))
+    })
+}
+
+/// Read the key file at `path`.
+fn key_file_at(path: &Path, from: PathFrom, warn: &dyn Warn) -> Result<Key> {
+    let text = read_secret_file(path, from, warn)?;
+    Key::from_base64(&text, &KeySource::File(path.to_path_buf()))
+}
+
+/// The keys of a keyring directory: (key id it is named for, path, key) for every file whose name
+/// does not start with a dot, in name order. The directory must be open to its owner only, and
+/// every file too: a keyring is refused rather than used with a warning, as a key file is, since
+/// it holds many keys, and the error says how to fix it. A file name that is not UTF-8 names no
+/// key id (key ids are UTF-8); its key is still tried.
+fn keyring(dir: &Path, warn: &dyn Warn) -> Result<Vec<(Option<String>, PathBuf, Key)>> {
+    let shown = dir.display();
+    let meta =
+        fs::metadata(dir).map_err(|e| Error::io(format!("cannot open keyring {shown}"), e))?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "--keyring {shown} is not a directory"
+        )));
+    }
+    let refuse = |problem| Error::Keyring {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    if let Some(mode) = shared_mode(&meta) {
+        return Err(refuse(KeyringProblem::SharedDirectory { mode }));
+    }
+    let mut entries = Vec::new();
+    for entry in
+        fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read keyring {shown}"), e))?
+    {
+        let entry = entry.map_err(|e| Error::io(format!("cannot read keyring {shown}"), e))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        if entries.len() == MAX_KEYRING_FILES {
+            return Err(refuse(KeyringProblem::TooMany {
+                limit: MAX_KEYRING_FILES,
+            }));
+        }
+        entries.push((name, entry.path()));
+    }
+    entries.sort();
+    let mut keys = Vec::with_capacity(entries.len());
+    for (name, path) in entries {
+        // Following a symbolic link, as opening the file does.
+        let meta = fs::metadata(&path)
+            .map_err(|e| Error::io(format!("cannot open key file {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(refuse(KeyringProblem::NotAFile { entry: path }));
+        }
+        if let Some(mode) = shared_mode(&meta) {
+            return Err(refuse(KeyringProblem::SharedFile { file: path, mode }));
+        }
+        let key = key_file_at(&path, KEYRING_FILE, warn)?;
+        keys.push((name.into_string().ok(), path, key));
+    }
+    Ok(keys)
+}
+
+/// The permission bits of a file open to group or others; `None` when it is private.
+fn shared_mode(meta: &fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// Where webhook secrets come from: `--secret-file`s and `--secret-cmd`s.
+pub struct SecretSources<'a> {
+    /// Every `--secret-file`.
+    pub files: &'a [PathBuf],
+    /// Every `--secret-cmd`.
+    pub commands: &'a [String],
+    /// `--secret-cmd-timeout`.
+    pub timeout: Duration,
+}
+
+/// The webhook secrets: every file and what every command prints (any one may match, for a
+/// rotation's grace period), else `CIPHERSTREAM_WEBHOOK_SECRET`. None at all is a usage error, so
+/// the list returned is never empty. The commands run now, each once, told nothing in their
+/// environment; one that fails is an error (exit 1), as a secret file that cannot be read is.
+pub fn secrets(from: &SecretSources<'_>, warn: &dyn Warn) -> Result<Vec<Secret>> {
+    let (files, commands) = (from.files, from.commands);
+    if files.is_empty() && commands.is_empty() {
+        if let Some(value) = std::env::var_os(ENV_SECRET) {
+            let text = Zeroizing::new(value.into_encoded_bytes());
+            return Ok(vec![Secret::from_text(&text, ENV_SECRET)?]);
+        }
+        return Err(Error::Usage(format!(
+            "no webhook secret given: use --secret-file PATH or --secret-cmd CMD, or set \
+             {ENV_SECRET}"
+        )));
+    }
+    let mut secrets = Vec::with_capacity(files.len() + commands.len());
     if !files.is_empty() {
         // During a rotation the receiver lists the old and the new file; once one of them is
         // removed, the others must still work (with a warning, so the configuration gets fixed).
-        // A file that exists but cannot be read is still an error, as is every file missing.
+        // A file that exists but cannot be read is still an error, as is every file missing
+        // when no command gives a secret either.
         let present: Vec<&PathBuf> = files
             .iter()
             .filter(|p| !matches!(p.try_exists(), Ok(false)))
             .collect();
-        if present.is_empty() {
+        if present.is_empty() && commands.is_empty() {
             return Err(secret_file(&files[0], warn)
                 .err()
                 .unwrap_or_else(|| Error::Usage("no webhook secret file exists".to_owned())));
@@ -128,18 +399,26 @@ pub fn secrets(files: &[PathBuf], warn: &dyn Warn) -> Result<Vec<Secret>> {
         for missing in files.iter().filter(|p| !present.contains(p)) {
             warn.warn(Warning::MissingSecretFile {
                 path: (!looks_like_secret(missing)).then(|| missing.clone()),
-                remaining: present.len(),
+                remaining: present.len() + commands.len(),
             });
         }
-        return present.iter().map(|path| secret_file(path, warn)).collect();
+        for path in present {
+            secrets.push(secret_file(path, warn)?);
+        }
     }
-    if let Some(value) = std::env::var_os(ENV_SECRET) {
-        let text = Zeroizing::new(value.into_encoded_bytes());
-        return Ok(vec![Secret::from_text(&text, ENV_SECRET)?]);
+    let numbered = commands.len() > 1;
+    for (i, text) in commands.iter().enumerate() {
+        let number = numbered.then_some(i + 1);
+        let helper = Helper::parse(text, "--secret-cmd", number, "webhook secret", from.timeout)?;
+        let printed = helper
+            .run(&[])
+            .map_err(|problem| Error::Command(Box::new(helper.failure(None, problem))))?;
+        secrets.push(Secret::from_text(
+            &printed,
+            format!("the output of {}", helper.name()),
+        )?);
     }
-    Err(Error::Usage(format!(
-        "no webhook secret given: use --secret-file PATH or set {ENV_SECRET}"
-    )))
+    Ok(secrets)
 }
 
 /// Read one webhook secret file.
@@ -214,7 +493,7 @@ fn read_secret_file(path: &Path, from: PathFrom, warn: &dyn Warn) -> Result<Zero
 ///
 /// A missing file caught by mistake only goes unnamed (the message still says where its name came
 /// from); a key caught by nothing would be printed.
-fn looks_like_secret(path: &Path) -> bool {
+pub(crate) fn looks_like_secret(path: &Path) -> bool {
     let Some(text) = path.to_str() else {
         return false;
     };

@@ -57,7 +57,16 @@ pub fn run(args: &EncryptArgs) -> Result<()> {
             "{name} is a directory, not an NDJSON file"
         )));
     }
-    let key = credentials::key(args.key_file.as_deref(), &Stderr(None))?;
+    let key = credentials::key(
+        &credentials::OneKey {
+            file: args.key_file.as_deref(),
+            command: args.key_cmd.as_deref(),
+            timeout: std::time::Duration::from_secs(args.key_cmd_timeout),
+            key_id: args.key_id.as_deref(),
+            customer_id: &customer_id,
+        },
+        &Stderr(None),
+    )?;
     let key_id = args.key_id.clone().unwrap_or_else(|| key.fingerprint());
 
     // Open the input before anything is created at the destination. Only a regular file's length

@@ -9,12 +9,14 @@ pub mod credentials;
 pub mod decrypt;
 pub mod encrypt;
 pub mod fetch;
+pub mod helper;
 pub mod keygen;
 pub mod signals;
 pub mod verify;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use std::io::{IsTerminal, Write};
 
@@ -67,7 +69,7 @@ pub fn run(cli: Cli) -> Exit {
 
 /// Everything resolved from [`ReadArgs`] that processing an input needs.
 pub struct Reading {
-    /// Opens rows with the key and customer id.
+    /// Opens rows with the keys and customer id (a fresh copy per input: [`RowOpener::for_input`]).
     pub opener: RowOpener,
     /// Pipeline options.
     pub options: Options,
@@ -117,14 +119,14 @@ impl Reading {
                 "--expect-rows and --expect-rows-from check one input; give one INPUT".into(),
             ));
         }
-        let key = credentials::key(args.key_file.as_deref(), &Stderr(None))?;
+        let keys = credentials::keys(&args.keys, &customer, &Stderr(None))?;
         let threads = args.threads.map(usize::from).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
         Ok(Reading {
-            opener: RowOpener::new(key.cipher(), &customer),
+            opener: RowOpener::with_keys(Arc::new(keys), &customer),
             customer_id: customer,
             options: Options {
                 threads,
@@ -159,12 +161,13 @@ impl Reading {
     ) -> Result<Summary> {
         let name = input.name();
         let progress = Progress::new(self.show_progress, &name);
+        let opener = self.opener.for_input();
         let result = Source::new(input)
             .network(self.network.clone())
             .ndjson(self.member.as_deref())
             .and_then(|ndjson| {
                 let warn = Stderr(Some(&progress));
-                engine::decrypt::run(ndjson, &self.opener, &self.options, sink, &progress, &warn)
+                engine::decrypt::run(ndjson, &opener, &self.options, sink, &progress, &warn)
             });
         let summary = match result {
             Ok(s) => s,

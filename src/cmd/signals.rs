@@ -41,6 +41,9 @@ pub fn install() {
             if let Some(signal) = signals.forever().next() {
                 // Held until the process is gone, so no rename can slip in after the cleanup.
                 let _temps = sink::remove_temporaries_for_exit();
+                // A key command runs in a process group of its own, which the terminal's signal
+                // did not reach: it must not outlive the run.
+                crate::cmd::helper::kill_all();
                 let exit = match signal {
                     SIGTERM => Exit::Terminated,
                     SIGHUP => Exit::HungUp,

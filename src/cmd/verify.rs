@@ -72,15 +72,31 @@ fn nonce_verdict(name: &str, summary: Summary) -> Result<Summary> {
     })
 }
 
-/// The summary line. The key ids are not authenticated (they are outside the AAD), so whoever
-/// altered the export chooses them: a line's JSON can spell ESC, CR or LF, which unescaped could
-/// move the cursor or forge a line such as `x: ok, 10 rows`. They are listed as every untrusted
-/// text is ([`text::list`]: escaped, each cut to a readable length).
+/// The summary line: each key id, and in brackets where the key that opened its rows came from
+/// (issue 15: with several keys, which one was used). The key ids are not authenticated (they
+/// are outside the AAD), so whoever altered the export chooses them: a line's JSON can spell ESC,
+/// CR or LF, which unescaped could move the cursor or forge a line such as `x: ok, 10 rows`.
+/// They are shown as every untrusted text in a list is (escaped, each cut to a readable length,
+/// as [`text::list`] does; there are at most 16); the keys' sources (paths the user gave) are
+/// escaped whole.
 fn text_ok(name: &str, s: &Summary) -> String {
     let ids = if s.key_ids.is_empty() {
         "none".to_owned()
     } else {
-        text::list(&s.key_ids)
+        let items = s.key_ids.iter().map(|id| {
+            let mut item = text::cut(id, text::MAX_ITEM_CHARS);
+            let sources: Vec<&str> = s
+                .keys_used
+                .iter()
+                .filter(|(k, _)| k == id)
+                .map(|(_, source)| source.as_str())
+                .collect();
+            if !sources.is_empty() {
+                item.push_str(&format!(" ({})", text::escape(&sources.join(", "))));
+            }
+            item
+        });
+        items.collect::<Vec<_>>().join(", ")
     };
     let more = if s.more_key_ids { ", ..." } else { "" };
     format!("{name}: ok, {} rows, key ids: {ids}{more}", s.rows)
@@ -92,6 +108,10 @@ fn json_ok(name: &str, s: &Summary) -> serde_json::Value {
         "ok": true,
         "rows": s.rows,
         "key_ids": s.key_ids,
+        "keys": s.keys_used.iter().map(|(key_id, source)| json!({
+            "key_id": key_id,
+            "source": source,
+        })).collect::<Vec<_>>(),
         "container": s.container,
         "member": s.member,
         "error": null,
@@ -111,6 +131,7 @@ fn json_err(name: &str, e: &Error) -> serde_json::Value {
         "ok": false,
         "rows": null,
         "key_ids": null,
+        "keys": null,
         "container": null,
         "member": null,
         "error": { "message": e.to_string(), "row": row, "hint": e.hint() },

@@ -1,6 +1,7 @@
 //! `cipherstream webhook verify|sign`: wires the command line to [`crate::webhook`].
 
 use std::io::Write;
+use std::time::Duration;
 
 use crate::cli::{WebhookCommand, WebhookSignArgs, WebhookVerifyArgs};
 use crate::cmd::{credentials, Stderr};
@@ -20,7 +21,14 @@ pub fn run(cmd: &WebhookCommand) -> Result<()> {
 /// through to standard output unchanged.
 fn verify(args: &WebhookVerifyArgs) -> Result<()> {
     let signature = Signature::parse(&args.signature)?;
-    let secrets = credentials::secrets(&args.secret_file, &Stderr(None))?;
+    let secrets = credentials::secrets(
+        &credentials::SecretSources {
+            files: &args.secret_file,
+            commands: &args.secret_cmd,
+            timeout: Duration::from_secs(args.secret_cmd_timeout),
+        },
+        &Stderr(None),
+    )?;
     let input = args.body.name();
     let body = read_body(&args.body, args.max_body_bytes)?;
     let check = if args.no_timestamp_check {
@@ -43,7 +51,14 @@ fn verify(args: &WebhookVerifyArgs) -> Result<()> {
 
 /// Print the `X-CipherStream-Signature` value for a body.
 fn sign(args: &WebhookSignArgs) -> Result<()> {
-    let secrets = credentials::secrets(args.secret_file.as_slice(), &Stderr(None))?;
+    let secrets = credentials::secrets(
+        &credentials::SecretSources {
+            files: args.secret_file.as_slice(),
+            commands: args.secret_cmd.as_slice(),
+            timeout: Duration::from_secs(args.secret_cmd_timeout),
+        },
+        &Stderr(None),
+    )?;
     let body = read_body(&args.body, args.max_body_bytes)?;
     let mut line = secrets[0].signature_header(&body);
     drop(secrets);

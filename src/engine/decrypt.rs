@@ -26,8 +26,9 @@ use zeroize::Zeroize;
 use crate::engine::progress::Progress;
 use crate::error::{Diagnosis, Error, Result, RowError};
 use crate::format::container::{self, Kind, Meta, Ndjson};
+use crate::format::keyset::KeyIndex;
 use crate::format::nonce::NonceTracker;
-use crate::format::record::{RowOpener, NONCE_LEN, UTF8_BOM};
+use crate::format::record::{parse_line, RowOpener, NONCE_LEN, UTF8_BOM};
 use crate::warning::{Warn, Warning};
 
 /// Bytes per read buffer. Every chunk costs a few cross-thread wake-ups, which on a virtual machine
@@ -66,6 +67,9 @@ pub struct Summary {
     pub key_ids: Vec<String>,
     /// More distinct key ids were seen than listed.
     pub more_key_ids: bool,
+    /// Which key opened the rows of each key id: (key id, where the key came from), in order of
+    /// first appearance (at most 16 pairs; a key id appears once per key that opened its rows).
+    pub keys_used: Vec<(String, String)>,
     /// Rows skipped with `skip_bad_rows`, with the error of each.
     pub skipped: Vec<(u64, RowError)>,
     /// Nonce reuse found: (earlier row, later row) pairs, exact or suspected.
@@ -118,10 +122,12 @@ struct Done {
     /// See `Chunk::crc_gate`.
     crc_gate: bool,
     released: u64,
-    key_ids: Vec<Vec<u8>>,
+    /// The distinct (key id, key) pairs of the rows opened, in order.
+    key_ids: Vec<(Vec<u8>, KeyIndex)>,
     nonces: Vec<([u8; NONCE_LEN], u64)>,
     skipped: Vec<(u64, RowError)>,
-    error: Option<(u64, RowError)>,
+    /// The row that stopped the chunk, why, and (when no key opened it) its key id.
+    error: Option<(u64, RowError, Option<Vec<u8>>)>,
     end: Option<Result<ReadEnd>>,
 }
 
@@ -261,7 +267,7 @@ pub fn run(
     drop(work_rx);
 
     let result = release_in_order(
-        &name, &meta, &done_rx, &mut sink, progress, opts, &pool_tx, warn, &draining,
+        &name, &meta, &done_rx, &mut sink, progress, opts, &pool_tx, warn, &draining, opener,
     );
     if result.is_err() {
         cancel.store(true, Ordering::Relaxed);
@@ -647,7 +653,7 @@ fn open_chunk(
     } else {
         4096
     });
-    let mut key_ids: Vec<Vec<u8>> = Vec::new();
+    let mut key_ids: Vec<(Vec<u8>, KeyIndex)> = Vec::new();
     let mut nonces = Vec::with_capacity(lines.len());
     let mut skipped = Vec::new();
     let mut error = None;
@@ -658,12 +664,13 @@ fn open_chunk(
             Ok(opened) => {
                 released += 1;
                 nonces.push((opened.nonce, row));
-                let key_id = &*opened.key_id;
-                if key_ids.last().is_none_or(|k| k.as_slice() != key_id)
-                    && !key_ids.iter().any(|k| k.as_slice() == key_id)
+                let (key_id, key) = (&*opened.key_id, opened.key);
+                let seen = |k: &(Vec<u8>, KeyIndex)| k.1 == key && k.0.as_slice() == key_id;
+                if key_ids.last().is_none_or(|k| !seen(k))
+                    && !key_ids.iter().any(seen)
                     && key_ids.len() <= MAX_KEY_IDS
                 {
-                    key_ids.push(key_id.to_vec());
+                    key_ids.push((key_id.to_vec(), key));
                 }
                 if decrypting {
                     out.push(b'\n');
@@ -677,10 +684,15 @@ fn open_chunk(
             }
             Err(kind) => {
                 let kind = swapped(opener, kind, row, &lines[i..], &data);
-                if skip {
+                if skip && !kind.stops_salvage() {
                     skipped.push((row, kind));
                 } else {
-                    error = Some((row, kind));
+                    // Whether its key id is new is for `release_in_order` to tell, which knows
+                    // the key ids of every row before it.
+                    let key_id = matches!(kind, RowError::Auth(Diagnosis::Unknown))
+                        .then(|| row_key_id(&data[s..e]))
+                        .flatten();
+                    error = Some((row, kind, key_id));
                     break;
                 }
             }
@@ -688,7 +700,11 @@ fn open_chunk(
     }
     if error.is_none() {
         if let Some(i) = too_long {
-            error = Some((first_row + i as u64, RowError::TooLong { limit: max_line }));
+            error = Some((
+                first_row + i as u64,
+                RowError::TooLong { limit: max_line },
+                None,
+            ));
         }
     }
     Done {
@@ -706,6 +722,13 @@ fn open_chunk(
         error,
         end: None,
     }
+}
+
+/// The key id of a line, when it has one.
+fn row_key_id(line: &[u8]) -> Option<Vec<u8>> {
+    let fields = parse_line(line).ok()?;
+    let (key_id, _, _) = fields.split().ok()?;
+    Some(key_id.to_vec())
 }
 
 impl Drop for Done {
@@ -741,6 +764,7 @@ fn release_in_order(
     pool: &Sender<Buffers>,
     warn: &dyn Warn,
     draining: &AtomicBool,
+    opener: &RowOpener,
 ) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut nonces = NonceTracker::new(opts.exact_nonce_check);
@@ -830,14 +854,23 @@ fn release_in_order(
             summary.rows += done.rows;
             summary.released += done.released;
             nonces.observe_all(&done.nonces);
-            for k in std::mem::take(&mut done.key_ids) {
+            for (k, key) in std::mem::take(&mut done.key_ids) {
                 let k = String::from_utf8_lossy(&k).into_owned();
                 if !summary.key_ids.contains(&k) {
                     if summary.key_ids.len() < MAX_KEY_IDS {
-                        summary.key_ids.push(k);
+                        summary.key_ids.push(k.clone());
                     } else {
                         summary.more_key_ids = true;
                     }
+                }
+                let source = opener.keys().get(key).source().to_owned();
+                if !summary
+                    .keys_used
+                    .iter()
+                    .any(|(i, s)| *i == k && *s == source)
+                    && summary.keys_used.len() < MAX_KEY_IDS
+                {
+                    summary.keys_used.push((k, source));
                 }
             }
             for (row, kind) in std::mem::take(&mut done.skipped) {
@@ -850,7 +883,21 @@ fn release_in_order(
                 warn.warn(Warning::RowSkipped(e));
             }
             progress.advance(summary.released);
-            if let Some((row, kind)) = done.error.take() {
+            if let Some((row, kind, key_id)) = done.error.take() {
+                let kind = match (kind, key_id) {
+                    // No key opens it and no row before it has its key id (a list that is
+                    // complete): the export switched to a key that was not given, or the line
+                    // was altered.
+                    (RowError::Auth(Diagnosis::Unknown), Some(key_id)) if !summary.more_key_ids => {
+                        let key_id = String::from_utf8_lossy(&key_id).into_owned();
+                        if summary.key_ids.contains(&key_id) {
+                            RowError::Auth(Diagnosis::Unknown)
+                        } else {
+                            RowError::Auth(Diagnosis::NewKeyId { key_id })
+                        }
+                    }
+                    (kind, _) => kind,
+                };
                 let e = Error::Row {
                     input: name.to_owned(),
                     row,

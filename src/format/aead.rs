@@ -18,8 +18,8 @@
 //! moves more than once on its way there, and a move may leave a copy on the stack: in a release
 //! build on x86_64, `ring`'s result and the `LessSafeKey` made from it are copied within the frame
 //! of `build` (a function of its own so that [`Cipher::new`]'s stack scrub covers them), then the
-//! `Cipher` is returned into its caller's frame, from which `RowOpener::new` moves it into its
-//! `Arc`. That last copy is not wiped; it is overwritten only as the stack is reused. No copy can
+//! `Cipher` is returned into its caller's frame, from which the key set (`format::keyset`) moves
+//! it into its `Arc`. That last copy is not wiped; it is overwritten only as the stack is reused. No copy can
 //! be reached from safe code.
 
 use std::mem::MaybeUninit;

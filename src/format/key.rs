@@ -31,6 +31,8 @@ pub enum KeySource {
     File(PathBuf),
     /// An environment variable, by name.
     Env(&'static str),
+    /// What a command printed (`--key-cmd`), named as messages name the command.
+    Command(String),
 }
 
 impl fmt::Display for KeySource {
@@ -38,6 +40,7 @@ impl fmt::Display for KeySource {
         match self {
             KeySource::File(p) => write!(f, "key file {}", p.display()),
             KeySource::Env(name) => f.write_str(name),
+            KeySource::Command(command) => write!(f, "the output of {command}"),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod container;
 pub mod gzip;
 pub mod json;
 pub mod key;
+pub mod keyset;
 pub mod nonce;
 pub mod record;
 pub mod seal;

@@ -9,8 +9,9 @@
 //! zero-based index of the non-blank line, in decimal without leading zeros. For customer id
 //! `cust_123` and row 7 that is the 17 bytes `stream:cust_123:7`.
 //!
-//! Opening a row depends on nothing but the line, its index, the key and the customer id, so rows
-//! can be opened on any thread in any order. A row that fails releases none of its bytes. The tag
+//! Opening a row depends on nothing but the line, its index, the keys and the customer id (the
+//! key id only orders the keys tried: [`crate::format::keyset`]), so rows can be opened on any
+//! thread in any order. A row that fails releases none of its bytes. The tag
 //! is not checked before the row is decrypted: `ring` decrypts the ciphertext in place in the
 //! output buffer while it computes the tag, compares the tags after that, and on a mismatch
 //! overwrites the decrypted bytes with zeros before it returns the error (see
@@ -26,6 +27,7 @@ use zeroize::Zeroize;
 use crate::error::{Diagnosis, RowError};
 use crate::format::aead::Cipher;
 pub use crate::format::aead::{NONCE_LEN, TAG_LEN};
+use crate::format::keyset::{InputKeyIds, KeyIndex, KeySet, SetKey, Step};
 
 /// How far (in row indices, each way) a failing row is tried at other indices to explain why.
 const DIAGNOSE_WINDOW: u64 = 1024;
@@ -208,6 +210,8 @@ pub struct Opened<'a> {
     pub key_id: Cow<'a, [u8]>,
     /// The row's nonce.
     pub nonce: [u8; NONCE_LEN],
+    /// The key that opened it, in the opener's [`KeySet`].
+    pub key: KeyIndex,
 }
 
 /// The AADs of one customer's rows, `stream:{customer_id}:{row}`, built in one reused buffer.
@@ -236,23 +240,66 @@ impl Aad {
     }
 }
 
-/// Opens rows for one key and customer id. Cheap to clone for each worker thread.
+/// Opens rows for one customer id with a set of keys (one key, or several: see
+/// [`crate::format::keyset`]). Cheap to clone for each worker thread.
 #[derive(Clone)]
 pub struct RowOpener {
-    /// Shared, not copied, by every worker's opener: one key schedule to wipe, wherever it is.
-    cipher: Arc<Cipher>,
+    /// Shared, not copied, by every worker's opener: one key schedule per key to wipe, wherever
+    /// it is.
+    keys: Arc<KeySet>,
+    /// The key ids this input asked key commands for (fresh for each input: [`Self::for_input`]).
+    input: Arc<InputKeyIds>,
+    /// The key id of this worker's last row and the key that opened it: every row with the same
+    /// key id tries that key first, comparing one short key id and taking no lock. With a single
+    /// key, that key for every key id, compared with nothing (the one-key path costs what it did
+    /// before several keys, issue 15).
+    last: Option<Last>,
     b64: B64,
     aad: Aad,
+}
+
+/// See [`RowOpener::last`].
+#[derive(Clone)]
+struct Last {
+    /// `None`: any key id (the set's only key).
+    key_id: Option<Vec<u8>>,
+    index: KeyIndex,
+    key: Arc<SetKey>,
 }
 
 impl RowOpener {
     /// An opener for rows encrypted with `cipher` for `customer_id`.
     pub fn new(cipher: Cipher, customer_id: &str) -> RowOpener {
+        RowOpener::with_keys(Arc::new(KeySet::single(cipher, "the key")), customer_id)
+    }
+
+    /// An opener for rows encrypted with any of `keys` for `customer_id`.
+    pub fn with_keys(keys: Arc<KeySet>, customer_id: &str) -> RowOpener {
         RowOpener {
-            cipher: Arc::new(cipher),
+            last: keys.sole().map(|(index, key)| Last {
+                key_id: None,
+                index,
+                key,
+            }),
+            keys,
+            input: Arc::default(),
             b64: b64_engine(),
             aad: Aad::new(customer_id),
         }
+    }
+
+    /// The same opener for another input: the same keys and what was learned about them, a fresh
+    /// allowance of key ids for key commands.
+    pub fn for_input(&self) -> RowOpener {
+        RowOpener {
+            input: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The opener's keys.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
     }
 
     /// Whether `line` authenticates as row `row` (its plaintext is wiped at once, never released).
@@ -316,10 +363,11 @@ impl RowOpener {
             None => self.nonce_slow(iv_b64)?,
         };
         let tag = self.decode_blob(blob_b64, out, start)?;
-        self.open_decoded(row, &nonce, blob_b64, &tag, out, start)?;
+        let key = self.open_decoded(row, key_id, &nonce, blob_b64, &tag, out, start)?;
         Ok(Opened {
             key_id: line_key_id(key_id, &fields, line),
             nonce,
+            key,
         })
     }
 
@@ -353,10 +401,11 @@ impl RowOpener {
             out.truncate(start);
             return Ok(None);
         };
-        self.open_decoded(row, &nonce, blob_b64, &tag, out, start)?;
+        let key = self.open_decoded(row, key_id, &nonce, blob_b64, &tag, out, start)?;
         Ok(Some(Opened {
             key_id: Cow::Borrowed(key_id),
             nonce,
+            key,
         }))
     }
 
@@ -387,28 +436,115 @@ impl RowOpener {
     }
 
     /// Authenticate and decrypt the ciphertext in `out[start..]` as row `row`, then check the
-    /// plaintext (and compact it onto one line).
+    /// plaintext (and compact it onto one line); the key that opened it. The hot path: a row
+    /// with the key id of this worker's last row tries that row's key, and nothing else is done
+    /// unless it fails.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn open_decoded(
         &mut self,
         row: u64,
+        key_id: &[u8],
         nonce: &[u8; NONCE_LEN],
         blob_b64: &[u8],
         tag: &[u8; TAG_LEN],
         out: &mut Vec<u8>,
         start: usize,
-    ) -> Result<(), RowError> {
-        let aad = self.aad.for_row(row);
-        if self
-            .cipher
-            .open_in_place(nonce, aad, &mut out[start..], tag)
-            .is_err()
-        {
-            // A failed open leaves zeros: decode the ciphertext again for each index tried.
-            let diagnosis = self.diagnose(row, nonce, blob_b64, out, start, tag);
-            return Err(RowError::Auth(diagnosis));
+    ) -> Result<KeyIndex, RowError> {
+        let index = match &self.last {
+            Some(last) if last.key_id.as_deref().is_none_or(|k| k == key_id) => {
+                let aad = self.aad.for_row(row);
+                if last
+                    .key
+                    .cipher()
+                    .open_in_place(nonce, aad, &mut out[start..], tag)
+                    .is_ok()
+                {
+                    last.index
+                } else {
+                    let tried = Some(last.index);
+                    self.open_with_other_keys(row, key_id, tried, nonce, blob_b64, tag, out, start)?
+                }
+            }
+            _ => self.open_with_other_keys(row, key_id, None, nonce, blob_b64, tag, out, start)?,
+        };
+        check_and_compact(out, start)?;
+        Ok(index)
+    }
+
+    /// Try every key for the row in the key set's order (except `tried`, already tried, which
+    /// left `out[start..]` zeroed), and remember the one that authenticates it (its plaintext is
+    /// left in `out[start..]`, not yet checked); or say why none does: a key command that failed
+    /// (no key at all for this key id), else what trying the keys at nearby row indices tells
+    /// ([`Self::diagnose`]).
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn open_with_other_keys(
+        &mut self,
+        row: u64,
+        key_id: &[u8],
+        tried: Option<KeyIndex>,
+        nonce: &[u8; NONCE_LEN],
+        blob_b64: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<KeyIndex, RowError> {
+        // Both paths check that a key id is UTF-8 before a row is opened.
+        let id = std::str::from_utf8(key_id).unwrap_or_default();
+        let mut keys: Vec<(KeyIndex, Arc<SetKey>)> = Vec::new();
+        if let Some(index) = tried {
+            keys.push((index, self.keys.get(index)));
         }
-        check_and_compact(out, start)
+        // `out[start..]` holds the ciphertext until a key fails on it, then zeros.
+        let mut zeroed = tried.is_some();
+        let mut failed_command = None;
+        for step in self.keys.plan(key_id) {
+            let index = match step {
+                Step::Key(index) => index,
+                Step::Fetch(i) => match self.keys.fetched(i, id, &self.input) {
+                    Ok(index) => index,
+                    Err(failure) => {
+                        failed_command.get_or_insert(failure);
+                        continue;
+                    }
+                },
+            };
+            if keys.iter().any(|(i, _)| *i == index) {
+                continue;
+            }
+            let key = self.keys.get(index);
+            if zeroed {
+                // The same bytes as before the first try, so the same ciphertext and tag.
+                self.decode_blob(blob_b64, out, start)?;
+            }
+            let aad = self.aad.for_row(row);
+            let opened = key
+                .cipher()
+                .open_in_place(nonce, aad, &mut out[start..], tag)
+                .is_ok();
+            if opened {
+                self.keys.learn(key_id, index);
+                self.last = Some(Last {
+                    key_id: Some(key_id.to_vec()),
+                    index,
+                    key,
+                });
+                return Ok(index);
+            }
+            zeroed = true;
+            keys.push((index, key));
+        }
+        // A key command that could not give its key for this key id: whether that key would have
+        // opened the row is unknown, so the row is not called unauthentic.
+        if let Some(failure) = failed_command {
+            return Err(RowError::Key(Box::new(failure)));
+        }
+        let keys: Vec<Arc<SetKey>> = keys.into_iter().map(|(_, key)| key).collect();
+        Err(RowError::Auth(
+            self.diagnose(row, nonce, blob_b64, out, start, tag, &keys),
+        ))
     }
 
     /// The nonce of an IV that is not 16 base64 characters: decoded by the engine, which says
@@ -428,8 +564,10 @@ impl RowOpener {
         Ok(iv[..NONCE_LEN].try_into().expect("length checked"))
     }
 
-    /// Try the failing ciphertext under nearby row indices to tell a wrong key from moved lines.
-    /// `out[start..]` is scratch of the ciphertext's length, `blob_b64` the ciphertext as read.
+    /// Try the failing ciphertext under nearby row indices, with each of `keys`, to tell a wrong
+    /// key from moved lines. `out[start..]` is scratch of the ciphertext's length, `blob_b64` the
+    /// ciphertext as read. The window is shared among the keys, so several keys cost no more.
+    #[allow(clippy::too_many_arguments)]
     fn diagnose(
         &mut self,
         row: u64,
@@ -438,10 +576,12 @@ impl RowOpener {
         out: &mut Vec<u8>,
         start: usize,
         tag: &[u8; TAG_LEN],
+        keys: &[Arc<SetKey>],
     ) -> Diagnosis {
         let ct_len = out.len() - start;
         let per_try = ct_len as u64 + 64;
-        let window = DIAGNOSE_WINDOW.min(DIAGNOSE_BUDGET_BYTES / per_try / 2);
+        let window =
+            DIAGNOSE_WINDOW.min(DIAGNOSE_BUDGET_BYTES / per_try / 2) / keys.len().max(1) as u64;
         let lo = row.saturating_sub(window);
         let hi = row.saturating_add(window);
         // Nearest indices first, so the simplest explanation wins.
@@ -450,20 +590,22 @@ impl RowOpener {
                 let Some(candidate) = candidate.filter(|c| (lo..=hi).contains(c)) else {
                     continue;
                 };
-                // The same bytes as before the first try, so the same ciphertext length.
-                if self.decode_blob(blob_b64, out, start).is_err() {
-                    return Diagnosis::Unknown;
-                }
-                // On failure the buffer is zeros; on success it holds this row's plaintext under
-                // another index, which is wiped straight away (it is never released).
-                let aad = self.aad.for_row(candidate);
-                if self
-                    .cipher
-                    .open_in_place(nonce, aad, &mut out[start..], tag)
-                    .is_ok()
-                {
-                    out[start..].zeroize();
-                    return Diagnosis::Displaced { actual: candidate };
+                for key in keys {
+                    // The same bytes as before the first try, so the same ciphertext length.
+                    if self.decode_blob(blob_b64, out, start).is_err() {
+                        return Diagnosis::Unknown;
+                    }
+                    // On failure the buffer is zeros; on success it holds this row's plaintext
+                    // under another index, which is wiped straight away (it is never released).
+                    let aad = self.aad.for_row(candidate);
+                    if key
+                        .cipher()
+                        .open_in_place(nonce, aad, &mut out[start..], tag)
+                        .is_ok()
+                    {
+                        out[start..].zeroize();
+                        return Diagnosis::Displaced { actual: candidate };
+                    }
                 }
             }
         }
@@ -740,11 +882,10 @@ mod tests {
     }
 
     fn line_for(cid: &str, row: u64, key_id: &str, plaintext: &[u8]) -> Vec<u8> {
-        let mut o = opener(cid);
-        let aad = o.aad_for(row).to_vec();
+        let aad = opener(cid).aad_for(row).to_vec();
         let mut line = Vec::new();
         seal_line(
-            &o.cipher,
+            &Cipher::new(&[9u8; 32]),
             &aad,
             &[3u8; 12],
             key_id,
@@ -1026,6 +1167,66 @@ mod tests {
         }
         // Replacing a byte of the blob with a base64 character answers (and fails to open).
         assert!(answered > 300, "{answered}");
+    }
+
+    /// An opener with two keys, `[9; 32]` (the tests' usual key) second.
+    fn two_key_opener(cid: &str) -> RowOpener {
+        use crate::format::key::Key;
+        let mut keys = KeySet::builder();
+        keys.key(&Key::from_bytes([5; 32]), "five", None);
+        keys.key(&Key::from_bytes([9; 32]), "nine", None);
+        RowOpener::with_keys(Arc::new(keys.build()), cid)
+    }
+
+    #[test]
+    fn with_several_keys_each_row_reports_the_key_that_opened_it() {
+        let five = |row: u64, key_id: &str| {
+            let aad = opener("c").aad_for(row).to_vec();
+            let mut line = Vec::new();
+            let cipher = Cipher::new(&[5u8; 32]);
+            seal_line(
+                &cipher,
+                &aad,
+                &[4u8; 12],
+                key_id,
+                b"5",
+                &mut Vec::new(),
+                &mut line,
+            );
+            line
+        };
+        let mut o = two_key_opener("c");
+        // Rows switch key, with and without a new key id, and back.
+        let rows = [
+            (line_for("c", 0, "k", b"9"), 1, "9"),
+            (five(1, "k"), 0, "5"),
+            (five(2, "k5"), 0, "5"),
+            (line_for("c", 3, "k5", b"9"), 1, "9"),
+            (line_for("c", 4, "k", b"9"), 1, "9"),
+        ];
+        for (row, (line, key, plaintext)) in rows.iter().enumerate() {
+            let mut out = Vec::new();
+            let opened = o.open_into(row as u64, line, &mut out).unwrap();
+            assert_eq!((opened.key, out.as_slice()), (*key, plaintext.as_bytes()));
+        }
+        assert_eq!(o.keys().get(1).source(), "nine");
+    }
+
+    #[test]
+    fn with_several_keys_a_failure_is_diagnosed_with_each() {
+        // Sealed with the second key as row 5, read as row 3.
+        let line = line_for("c", 5, "k", br#"{"secret":"x"}"#);
+        let mut out = b"keep".to_vec();
+        let err = two_key_opener("c")
+            .open_into(3, &line, &mut out)
+            .unwrap_err();
+        assert_eq!(err, RowError::Auth(Diagnosis::Displaced { actual: 5 }));
+        assert_eq!(out, b"keep");
+        let err = two_key_opener("other")
+            .open_into(0, &line_for("c", 0, "k", b"1"), &mut out)
+            .unwrap_err();
+        assert_eq!(err, RowError::Auth(Diagnosis::WrongKeyOrCustomer));
+        assert_eq!(out, b"keep");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod fuzz_regressions;
 mod hardening;
 mod hostile;
 mod json_diff;
+mod keys;
 mod props;
 mod readme;
 mod util;

@@ -11,7 +11,10 @@
 //! for `cust_123` with that key), `damaged.zip` (row 3 altered), `sample.ndjson`, a webhook secret
 //! and a body signed with it, and `$S3_URL`: `export.zip` served over HTTP on a loopback port by
 //! Python's `http.server` (which ignores `Range`, so the examples also meet a server that answers
-//! `200`). `jq` and `curl` are needed, as the examples use them (CI installs them).
+//! `200`). `jq` and `curl` are needed, as the examples use them (CI installs them). A block that
+//! needs other tools says so in a first line `# requires: TOOL...` (the key recipes: `pass`,
+//! `gpg`, `age`); without them it is skipped with a message, except under CI, which installs them.
+//! A `gpg-agent` that a block started is stopped after it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,7 +68,12 @@ struct Sandbox {
 }
 
 impl Drop for Sandbox {
+    /// Stop the file server, and a `gpg-agent` that a block started (`pass`), which would
+    /// outlive the sandbox.
     fn drop(&mut self) {
+        if self.home().join(".gnupg").exists() {
+            let _ = self.run("gpgconf --kill all");
+        }
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
@@ -154,6 +162,23 @@ impl Sandbox {
             "sandbox setup failed: {script}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The tools a block's `# requires:` line names that are not installed.
+    fn missing(&self, block: &Block) -> Vec<String> {
+        let Some(tools) = block
+            .text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# requires:"))
+        else {
+            return Vec::new();
+        };
+        tools
+            .split_whitespace()
+            .filter(|tool| !self.run(&format!("command -v {tool}")).status.success())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn signature(&self) -> String {
@@ -266,6 +291,21 @@ fn every_example_in_the_readme_runs_as_written() {
             "sh" => {
                 // A fresh sandbox per block, so no block depends on another's leftovers.
                 let sandbox = Sandbox::new();
+                let missing = sandbox.missing(block);
+                if !missing.is_empty() {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "README line {}: the example needs {}; CI installs it",
+                        block.line,
+                        missing.join(" ")
+                    );
+                    eprintln!(
+                        "README line {}: skipped: {} not installed",
+                        block.line,
+                        missing.join(" ")
+                    );
+                    continue;
+                }
                 let out = sandbox.run(&block.text);
                 assert!(
                     out.status.success(),

@@ -215,8 +215,9 @@ fn verify_agrees_with_decrypt_and_releases_no_plaintext() {
         if let Some(id) = &v.customer_id {
             cmd.args(["--customer-id", id]);
         }
-        if let Some(key) = &v.key_file {
-            cmd.arg("--key-file").arg(private_key(keys.path(), key));
+        let key = v.key_file.as_ref().map(|key| private_key(keys.path(), key));
+        if let Some(key) = &key {
+            cmd.arg("--key-file").arg(key);
         }
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
@@ -239,8 +240,13 @@ fn verify_agrees_with_decrypt_and_releases_no_plaintext() {
                 "{ctx}"
             );
             if v.name == "line_escaped_slashes" {
-                // The generator's KEY_ID, written there as the line spells it, unescaped.
-                assert!(stdout.ends_with("key ids: ck_live_2024_09\n"), "{ctx}");
+                // The generator's KEY_ID, written there as the line spells it, unescaped, and
+                // the key that opened its rows.
+                let key = key.as_ref().unwrap().display();
+                assert!(
+                    stdout.ends_with(&format!("key ids: ck_live_2024_09 (key file {key})\n")),
+                    "{ctx}"
+                );
             }
         } else if v.expect != "usage failure" && v.expect != "key failure" {
             assert!(stdout.ends_with(": FAILED\n"), "{ctx}");
