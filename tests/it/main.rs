@@ -6,6 +6,7 @@ mod fuzz_regressions;
 mod hardening;
 mod hostile;
 mod json_diff;
+mod net;
 mod props;
 mod readme;
 mod util;
