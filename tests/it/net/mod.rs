@@ -46,6 +46,7 @@
 //! S3 also wants every part of a multipart upload but the last to be at least 5 MiB (SeaweedFS
 //! answers `EntityTooSmall` otherwise), so a multipart object is at least 5 MiB + 1 byte.
 
+mod fetch;
 pub mod nginx;
 pub mod proxy;
 pub mod seaweed;
