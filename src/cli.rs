@@ -23,6 +23,13 @@ fn body_limit() -> impl TypedValueParser<Value = u64> {
     clap::value_parser!(u64).range(1..=4 * 1024 * 1024 * 1024)
 }
 
+/// Inputs that are never downloads (`encrypt`'s plaintext, a webhook body): a path or `-`; an
+/// argument that looks like a URL is a path like any other (and is not found), rather than a
+/// download made without the download flags (`--ca-file`, `--retries`).
+fn local_input_parser() -> impl TypedValueParser<Value = Input> {
+    PathBufValueParser::new().map(Input::from)
+}
+
 /// Outputs likewise: `-` becomes standard output.
 fn output_parser() -> impl TypedValueParser<Value = Output> {
     PathBufValueParser::new().map(Output::from)
@@ -257,7 +264,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct EncryptArgs {
     /// Plain NDJSON to encrypt, one JSON document per line; `-` is standard input.
-    #[arg(value_name = "INPUT", value_parser = input_parser())]
+    #[arg(value_name = "INPUT", value_parser = local_input_parser())]
     pub input: Input,
 
     /// Customer id bound into every row's AAD [env: CIPHERSTREAM_CUSTOMER_ID].
@@ -405,7 +412,7 @@ pub struct WebhookVerifyArgs {
     pub max_body_bytes: u64,
 
     /// The raw request body; `-` or nothing is standard input.
-    #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]
+    #[arg(value_name = "BODY", default_value = "-", value_parser = local_input_parser())]
     pub body: Input,
 }
 
@@ -435,7 +442,7 @@ pub struct WebhookSignArgs {
     pub max_body_bytes: u64,
 
     /// The raw request body; `-` or nothing is standard input.
-    #[arg(value_name = "BODY", default_value = "-", value_parser = input_parser())]
+    #[arg(value_name = "BODY", default_value = "-", value_parser = local_input_parser())]
     pub body: Input,
 }
 

@@ -491,3 +491,27 @@ fn several_failing_inputs_exit_with_the_most_severe_status_in_any_order() {
         }
     }
 }
+
+/// A webhook body or encrypt's plaintext is a file (or `-`), never a download: an argument that
+/// looks like a URL is a path that is not found, not a request made without the download flags.
+#[test]
+fn only_decrypt_and_verify_take_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "whsec_test_secret_1\n").unwrap();
+    let url = "https://127.0.0.1:9/body.json";
+    let out = cipherstream()
+        .args(["webhook", "sign", "--secret-file"])
+        .arg(&secret)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "\nerror: cannot open {url}: No such file or directory\n"
+        )),
+        "{stderr}"
+    );
+}
