@@ -170,37 +170,8 @@ pub fn fetch(
         };
         furthest = furthest.max(have);
         failures_in_a_row = if progressed { 0 } else { failures_in_a_row + 1 };
-        if failures_in_a_row > options.retries {
-            return Err(Error::DownloadFailed {
-                url: url.shown().to_owned(),
-                why,
-                tries: failures_in_a_row,
-            });
-        }
-        let wait = if progressed {
-            Duration::ZERO
-        } else {
-            backoff(failures_in_a_row)
-        };
-        if let Some(expiry) = url.expires_at() {
-            let now = crate::time::now()?;
-            if now + wait.as_secs() as i64 >= expiry {
-                return Err(Error::UrlExpired {
-                    url: url.shown().to_owned(),
-                    at: Some(expiry),
-                });
-            }
-        }
+        wait_to_retry(url, why, failures_in_a_row, options.retries, have, warn)?;
         retries += 1;
-        warn.warn(Warning::DownloadRetry {
-            url: url.shown().to_owned(),
-            why,
-            at_byte: have,
-            wait,
-            attempt: failures_in_a_row.max(1),
-            of: options.retries,
-        });
-        std::thread::sleep(wait);
     }
     finish(url, dest, &part_path, &state_path, part, have, options)?;
     Ok(Downloaded {
@@ -486,6 +457,50 @@ fn save_state(path: &Path, state: &State) -> Result<()> {
         fs::rename(&temp, path)
     };
     write().map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
+/// After a try that did not finish: give up once `failures` (in a row without progress; 0 when the
+/// try progressed) passes `retries`, or when the wait would pass the URL's expiry; else say what
+/// happened and when the next try is, and wait (not at all after progress). Shared by `fetch` and
+/// the remote reader, so both retry alike.
+pub(crate) fn wait_to_retry(
+    url: &DownloadUrl,
+    why: String,
+    failures: u32,
+    retries: u32,
+    at_byte: u64,
+    warn: &dyn Warn,
+) -> Result<()> {
+    if failures > retries {
+        return Err(Error::DownloadFailed {
+            url: url.shown().to_owned(),
+            why,
+            tries: failures,
+        });
+    }
+    let wait = if failures == 0 {
+        Duration::ZERO
+    } else {
+        backoff(failures)
+    };
+    if let Some(expiry) = url.expires_at() {
+        if crate::time::now()? + wait.as_secs() as i64 >= expiry {
+            return Err(Error::UrlExpired {
+                url: url.shown().to_owned(),
+                at: Some(expiry),
+            });
+        }
+    }
+    warn.warn(Warning::DownloadRetry {
+        url: url.shown().to_owned(),
+        why,
+        at_byte,
+        wait,
+        attempt: failures.max(1),
+        of: retries,
+    });
+    std::thread::sleep(wait);
+    Ok(())
 }
 
 /// The wait before try `n` (1-based): 0.5 s doubling to 30 s, with up to 50% jitter so that many

@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::error::{Error, Result};
 use crate::net::client::{io_words, Client};
-use crate::net::download::{backoff, refusal, strong};
+use crate::net::download::{refusal, strong, wait_to_retry};
 use crate::net::url::DownloadUrl;
 use crate::warning::{Warn, Warning};
 
@@ -77,31 +77,14 @@ impl RemoteReader {
                 Some(why) => why,
             };
             failures += 1;
-            if failures > self.retries {
-                return Err(Error::DownloadFailed {
-                    url: self.url.shown().to_owned(),
-                    why,
-                    tries: failures,
-                });
-            }
-            let wait = backoff(failures);
-            if let Some(expiry) = self.url.expires_at() {
-                if crate::time::now()? + wait.as_secs() as i64 >= expiry {
-                    return Err(Error::UrlExpired {
-                        url: self.url.shown().to_owned(),
-                        at: Some(expiry),
-                    });
-                }
-            }
-            self.warn.warn(Warning::DownloadRetry {
-                url: self.url.shown().to_owned(),
+            wait_to_retry(
+                &self.url,
                 why,
-                at_byte: self.pos,
-                wait,
-                attempt: failures,
-                of: self.retries,
-            });
-            std::thread::sleep(wait);
+                failures,
+                self.retries,
+                self.pos,
+                &*self.warn,
+            )?;
         }
     }
 
