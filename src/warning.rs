@@ -2,11 +2,10 @@
 //!
 //! Library code never prints. It hands each [`Warning`] to a [`Warn`] sink that the caller
 //! chooses: the commands print `warning: ...` on standard error (out of the progress bar's way),
-//! tests collect them, and a long-running receiver can log them in its own format.
+//! and a long-running receiver can log them in its own format.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::format::nonce::FILTER_ROWS;
@@ -175,19 +174,6 @@ pub trait Warn: Sync {
 impl<F: Fn(Warning) + Sync> Warn for F {
     fn warn(&self, warning: Warning) {
         self(warning)
-    }
-}
-
-/// A sink that keeps every warning, for tests and for callers that report them later.
-#[derive(Debug, Default)]
-pub struct Collect(pub Mutex<Vec<Warning>>);
-
-impl Warn for Collect {
-    fn warn(&self, warning: Warning) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(warning);
     }
 }
 
