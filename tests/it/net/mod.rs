@@ -46,6 +46,7 @@
 //! S3 also wants every part of a multipart upload but the last to be at least 5 MiB (SeaweedFS
 //! answers `EntityTooSmall` otherwise), so a multipart object is at least 5 MiB + 1 byte.
 
+mod faults;
 mod fetch;
 pub mod nginx;
 pub mod proxy;
@@ -201,4 +202,68 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)>
         .and_then(|code| code.parse().ok())
         .ok_or_else(bad)?;
     Ok((status, answer[end + 4..].to_vec()))
+}
+
+/// The proxy variables a machine may set; a test of the client sets the ones it means.
+const PROXY_VARIABLES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// `cipherstream` as `util::cipherstream` makes it, and with no proxy variable inherited.
+pub fn cipherstream() -> assert_cmd::Command {
+    let mut cmd = crate::util::cipherstream();
+    for name in PROXY_VARIABLES {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// The credential and signature [`signed`] puts in a URL's query.
+pub const FAKE_CREDENTIAL: &str = "AKIDNOTSHOWNANYWHERE";
+/// See [`FAKE_CREDENTIAL`].
+pub const FAKE_SIGNATURE: &str = "9b1c2d3e4f5061728394a5b6c7d8e9f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// `url` with the query of a presigned URL (nginx ignores it), so that a test against nginx can
+/// check that no part of it is shown.
+pub fn signed(url: &str) -> String {
+    format!(
+        "{url}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={FAKE_CREDENTIAL}%2F20991231%2F\
+         us-east-1%2Fs3%2Faws4_request&X-Amz-Expires=43200&X-Amz-SignedHeaders=host&\
+         X-Amz-Signature={FAKE_SIGNATURE}"
+    )
+}
+
+/// Panic if any value of `url`'s query (its credential and signature, raw or percent-decoded,
+/// and any parameter name `X-Amz-`) appears in `output` (issue 13, item 9).
+#[track_caller]
+pub fn assert_no_query(url: &str, output: &std::process::Output) {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let mut secrets: Vec<String> = vec!["X-Amz-".to_owned()];
+    for pair in query.split('&') {
+        if let Some((name, value)) = pair.split_once('=') {
+            if name == "X-Amz-Signature" || name == "X-Amz-Credential" {
+                secrets.push(value.to_owned());
+                secrets.push(value.replace("%2F", "/"));
+                // The access key alone, before the first `/`.
+                secrets.push(value.split("%2F").next().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(secrets.len() > 1, "{url} has no signed query");
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "the output shows {secret:?}:\n{text}"
+            );
+        }
+    }
 }
