@@ -165,9 +165,18 @@ impl Client {
 
 /// What went wrong with a request, in words, without the URL (ureq's errors can quote it).
 pub fn describe(e: ureq::Error) -> String {
+    words(&e)
+}
+
+fn words(e: &ureq::Error) -> String {
     match e {
+        // The only per-read deadline is the idle timeout: say so in the flag's terms.
+        ureq::Error::Timeout(ureq::Timeout::PerRead) => {
+            "no byte arrived within the idle timeout (--idle-timeout): the connection stalled"
+                .to_owned()
+        }
         ureq::Error::Timeout(which) => format!("timed out ({which})"),
-        ureq::Error::Io(io) => io_words(&io),
+        ureq::Error::Io(io) => io_words(io),
         ureq::Error::ConnectionFailed => "the connection failed".to_owned(),
         ureq::Error::HostNotFound => "the host name was not found".to_owned(),
         ureq::Error::Tls(why) => format!("TLS failed: {why}"),
@@ -178,8 +187,13 @@ pub fn describe(e: ureq::Error) -> String {
     }
 }
 
-/// An I/O error in words, without Rust's " (os error N)".
+/// An I/O error in words, without Rust's " (os error N)". A body read fails with ureq's own
+/// error wrapped in an `io::Error` (a stall is its per-read timeout): that one is described as
+/// [`describe`] does.
 pub fn io_words(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
+        return words(inner);
+    }
     let text = e.to_string();
     match text.find(" (os error ") {
         Some(i) => text[..i].to_owned(),

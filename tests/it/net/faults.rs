@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::nginx::{Nginx, Options};
 use super::proxy::{first, Fault, Proxy};
@@ -62,6 +62,84 @@ fn assert_file(path: &Path, want: &[u8]) {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_stall_is_caught_by_the_idle_timeout_and_the_download_resumes() {
+    let Some(nginx) = plain_nginx("a_stall_is_caught_by_the_idle_timeout", false) else {
+        return;
+    };
+    let body = pattern(1 << 20, 4);
+    nginx.put("a.zip", &body);
+    // The first connection delivers 300,000 bytes of the body, then nothing, and stays open.
+    let proxy = Proxy::http(nginx.addr(), first(vec![Fault::Stall { after: 300_000 }]));
+    let url = via(&proxy, "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.zip");
+    let start = Instant::now();
+    let out = fetch(&url, &dest, &["--idle-timeout", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_file(&dest, &body);
+    assert_eq!(crate::util::entries(dir.path()), ["a.zip"]);
+    let shown = format!("http://{}/a.zip", proxy.addr());
+    assert!(
+        stderr(&out).contains(&format!(
+            "warning: {shown}: no byte arrived within the idle timeout (--idle-timeout): the \
+             connection stalled at byte 300000; retry 1 of 8 in 0.0s"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_query(&url, &out);
+    // The stalled connection was given up and the rest asked for where the bytes stopped.
+    let resumed = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.header("range") == Some("bytes=300000-"))
+        .count();
+    assert!(resumed >= 1, "{:?}", proxy.requests());
+}
+
+#[test]
+fn a_server_that_stalls_every_time_fails_within_the_retries() {
+    let Some(nginx) = plain_nginx("a_server_that_stalls_every_time_fails", false) else {
+        return;
+    };
+    nginx.put("a.zip", &pattern(100_000, 5));
+    // Every connection sends the response's head, then not one byte of the body.
+    let proxy = Proxy::http(nginx.addr(), |_| Fault::Stall { after: 0 });
+    let url = via(&proxy, "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.zip");
+    let start = Instant::now();
+    let out = fetch(&url, &dest, &["--idle-timeout", "1", "--retries", "1"]);
+    let elapsed = start.elapsed();
+    let err = stderr(&out);
+    // Network failures that outlast the retries exit 1 (SPEC section 4).
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Two tries of a 1 s idle timeout and one backoff of at most 0.5 s.
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let shown = format!("http://{}/a.zip", proxy.addr());
+    let last = err.lines().rfind(|l| l.starts_with("error: "));
+    assert_eq!(
+        last,
+        Some(
+            format!(
+                "error: {shown}: the download failed after 2 tries in a row without progress: \
+                 no byte arrived within the idle timeout (--idle-timeout): the connection \
+                 stalled"
+            )
+            .as_str()
+        ),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert_no_query(&url, &out);
 }
 
 #[test]
