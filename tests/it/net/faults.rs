@@ -184,6 +184,43 @@ fn a_multipart_object_resumes_on_its_multipart_etag() {
     }
 }
 
+#[test]
+fn fetch_from_a_server_that_ignores_range_starts_over_and_never_splices() {
+    let Some(nginx) = plain_nginx("fetch_from_a_server_that_ignores_range", true) else {
+        return;
+    };
+    let body = pattern(1 << 20, 7);
+    nginx.put("a.zip", &body);
+    // Cut after 300,000 bytes: the resumed request asks for `bytes=300000-` and gets `200`
+    // with the whole file.
+    let proxy = Proxy::http(nginx.addr(), first(vec![Fault::Reset { after: 300_000 }]));
+    let url = via(&proxy, "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.zip");
+    let out = fetch(&url, &dest, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_file(&dest, &body);
+    assert_eq!(crate::util::entries(dir.path()), ["a.zip"]);
+    let shown = format!("http://{}/a.zip", proxy.addr());
+    assert!(
+        err.lines().any(|l| l
+            == format!(
+                "warning: {shown}: the server ignored the range asked for and sent the whole \
+                 object; starting the download again"
+            )),
+        "{err}"
+    );
+    assert_no_query(&url, &out);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.header("range") == Some("bytes=300000-")),
+        "the resumed request was not made"
+    );
+}
+
 /// The state file a run leaves beside `dest` (`net::download`): the URL as shown, the ETag and
 /// the total, when known.
 fn leave_partial(dest: &Path, shown: &str, etag: &str, total: Option<u64>, bytes: &[u8]) {
