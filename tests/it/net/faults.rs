@@ -48,6 +48,26 @@ fn fetch(url: &str, dest: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `cipherstream decrypt URL` of the demo export, to standard output.
+fn decrypt_demo(url: &str, dir: &Path) -> Output {
+    let key = private_key(dir, "demo/demo.key");
+    cipherstream()
+        .args([
+            "decrypt",
+            url,
+            "--customer-id",
+            "cust_demo_123",
+            "--key-file",
+        ])
+        .arg(key)
+        .output()
+        .unwrap()
+}
+
+fn demo_zip() -> Vec<u8> {
+    std::fs::read(fixtures().join("demo/appointments_1758630144658_c7511999.zip")).unwrap()
+}
+
 fn demo_rows() -> Vec<u8> {
     std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap()
 }
@@ -219,6 +239,26 @@ fn fetch_from_a_server_that_ignores_range_starts_over_and_never_splices() {
             .any(|r| r.header("range") == Some("bytes=300000-")),
         "the resumed request was not made"
     );
+}
+
+#[test]
+fn decrypt_url_from_a_server_that_ignores_range_gives_the_exact_rows() {
+    let Some(nginx) = plain_nginx("decrypt_url_from_a_server_that_ignores_range", true) else {
+        return;
+    };
+    nginx.put("demo.zip", &demo_zip());
+    // Every request is answered with the whole ZIP; the second is cut after 1,500 bytes.
+    let proxy = Proxy::http(
+        nginx.addr(),
+        first(vec![Fault::Pass, Fault::Reset { after: 1500 }]),
+    );
+    let url = via(&proxy, "demo.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let out = decrypt_demo(&url, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout == demo_rows(), "the rows differ");
+    assert_no_query(&url, &out);
+    assert!(proxy.connections() >= 2);
 }
 
 /// The state file a run leaves beside `dest` (`net::download`): the URL as shown, the ETag and
