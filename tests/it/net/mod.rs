@@ -52,6 +52,7 @@ pub mod nginx;
 pub mod proxy;
 pub mod seaweed;
 mod smoke;
+mod tls;
 
 use std::fs::File;
 use std::io::{Read, Write};
