@@ -66,6 +66,7 @@ Exit status:
      or the row count differs from --expect-rows
   4  webhook verify --seen-file: a verified delivery_id that was already recorded
   5  a download URL has expired or is refused (403, 404): retrying it will not help
+  6  a download's server certificate is not trusted (a TLS-inspecting proxy needs --ca-file)
   129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
 Secrets are never taken as command-line values: the keys come from --key-file, --key-cmd and

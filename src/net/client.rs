@@ -126,14 +126,15 @@ impl Client {
 
     /// `GET` the object from byte `from` on (`Range: bytes=from-`), conditional on
     /// `if_match` (the ETag first seen) so a resumed range is of the same object. A transport
-    /// failure (connection refused or reset, a timeout, TLS) is returned as its description: the
-    /// caller decides whether to retry; the URL is never part of it.
+    /// failure (connection refused or reset, a timeout) is returned as its description, inside
+    /// `Ok`: the caller decides whether to retry; the URL is never part of it. A certificate that
+    /// is not trusted is [`Error::Untrusted`]: no retry can fix it.
     pub fn get(
         &self,
         url: &DownloadUrl,
         from: u64,
         if_match: Option<&str>,
-    ) -> std::result::Result<Answer, String> {
+    ) -> Result<std::result::Result<Answer, String>> {
         // Always a range, `bytes=0-` too: the answer then says the object's total and ETag in
         // its Content-Range, and a reader that only wants the first bytes does not start a
         // whole-object transfer it will drop.
@@ -144,7 +145,18 @@ impl Client {
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }
-        let response = request.call().map_err(describe)?;
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(e) => {
+                return match certificate_problem(&e) {
+                    Some(why) => Err(Error::Untrusted {
+                        url: url.shown().to_owned(),
+                        why: certificate_words(why),
+                    }),
+                    None => Ok(Err(describe(e))),
+                }
+            }
+        };
         let header = |name: &str| {
             response
                 .headers()
@@ -159,7 +171,57 @@ impl Client {
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
             body: response.into_body().into_reader(),
         };
-        Ok(answer)
+        Ok(Ok(answer))
+    }
+}
+
+/// The certificate problem behind `e`, if that is what failed (ureq passes rustls's error on
+/// as its own variant, or inside an `io::Error` from the handshake).
+fn certificate_problem(e: &ureq::Error) -> Option<&rustls::CertificateError> {
+    let tls = match e {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls? {
+        rustls::Error::InvalidCertificate(why) => Some(why),
+        _ => None,
+    }
+}
+
+/// A name as rustls lists a certificate's names (`DnsName("a.example")`, `IpAddress(...)`).
+fn bare_name(name: &str) -> &str {
+    let inner = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(name);
+    inner.trim_matches('"')
+}
+
+/// Why a certificate is not trusted, in words.
+fn certificate_words(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match e {
+        E::UnknownIssuer => "it is signed by an unknown issuer".to_owned(),
+        E::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "it is valid for {}, not {}",
+            if presented.is_empty() {
+                "no name".to_owned()
+            } else {
+                let names: Vec<&str> = presented.iter().map(|n| bare_name(n)).collect();
+                names.join(", ")
+            },
+            expected.to_str()
+        ),
+        E::NotValidForName => "it is not valid for this host name".to_owned(),
+        E::Expired | E::ExpiredContext { .. } => "it has expired".to_owned(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        E::Revoked => "it has been revoked".to_owned(),
+        other => format!("{other}"),
     }
 }
 

@@ -208,7 +208,7 @@ fn one_try(
         )));
     }
     let if_match = state.etag.as_deref().filter(|e| strong(e));
-    let answer = match client.get(url, *have, if_match) {
+    let answer = match client.get(url, *have, if_match)? {
         Ok(answer) => answer,
         Err(why) => return Ok(Some(Try::Failed(why))),
     };
