@@ -50,6 +50,7 @@ mod faults;
 mod fetch;
 pub mod nginx;
 pub mod proxy;
+mod proxying;
 pub mod seaweed;
 mod smoke;
 mod tls;
