@@ -10,7 +10,8 @@
 //!
 //! Trust: the system's certificate store (`rustls-native-certs`), plus the certificates of
 //! `--ca-file` (a TLS-inspecting proxy's CA); Mozilla's bundled roots only when the system has
-//! none. `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured (ureq reads them).
+//! none. `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured (ureq reads them), except
+//! that a loopback address is never reached through a proxy.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -142,6 +143,12 @@ impl Client {
             .agent
             .get(url.secret_text())
             .header("Range", format!("bytes={from}-"));
+        if url.is_loopback() {
+            // Never through a proxy (HTTPS_PROXY and the like): plain http:// is allowed to a
+            // loopback address only because its bytes never leave this machine, and a proxy's
+            // loopback is not ours.
+            request = request.config().proxy(None).build();
+        }
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }

@@ -250,25 +250,95 @@ fn https_proxy_is_used_for_a_host_only_the_proxy_can_reach() {
 
 #[test]
 fn no_proxy_bypasses_the_proxy() {
-    let Some(nginx) = Nginx::start("no_proxy_bypasses_the_proxy", Options::default()) else {
+    let Some(nginx) = Nginx::start(
+        "no_proxy_bypasses_the_proxy",
+        Options {
+            cert_names: &[HOST],
+            ..Options::default()
+        },
+    ) else {
         return;
     };
     let zip = demo_zip();
     nginx.put("demo.zip", &zip);
     let proxy = ConnectProxy::start(nginx.addr());
-    let url = signed(&nginx.url("/demo.zip"));
+    let proxy_url = proxy.url();
+    let port = nginx.addr().port();
+    let url = signed(&format!("https://{HOST}:{port}/demo.zip"));
     let ca = nginx.ca_file();
     let ca = ca.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let proxy_url = proxy.url();
+    let dest = dir.path().join("demo.zip");
+    // Bypassed, the name is looked up directly, and no DNS knows it: the download fails, and
+    // the proxy saw nothing. (A loopback address would not tell: those never use the proxy.)
     for (variable, no_proxy) in [
-        ("NO_PROXY", "127.0.0.1"),
-        ("no_proxy", "example.com,127.0.0.1"),
+        ("NO_PROXY", HOST),
+        ("no_proxy", "example.com,.cipherstream.test"),
     ] {
-        let dest = dir.path().join(format!("{variable}.zip"));
         let env = [("HTTPS_PROXY", proxy_url.as_str()), (variable, no_proxy)];
-        let out = run(&["fetch", &url, "--ca-file", ca], Some(&dest), &env);
-        assert_eq!(out.status.code(), Some(0), "{variable}: {}", stderr(&out));
+        let out = run(
+            &["fetch", &url, "--ca-file", ca, "--retries", "0"],
+            Some(&dest),
+            &env,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{variable}: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: https://{HOST}:{port}/demo.zip: the download failed"
+            )),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        assert_no_query(&url, &out);
+        assert_eq!(proxy.heads(), Vec::<String>::new(), "{variable}");
+    }
+    // The same without NO_PROXY goes through the proxy and works.
+    let out = run(
+        &["fetch", &url, "--ca-file", ca],
+        Some(&dest),
+        &[("HTTPS_PROXY", proxy_url.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), zip);
+    let targets = proxy.targets();
+    assert!(!targets.is_empty());
+    assert!(
+        targets.iter().all(|t| *t == format!("{HOST}:{port}")),
+        "{targets:?}"
+    );
+}
+
+#[test]
+fn loopback_addresses_never_go_through_the_proxy() {
+    let Some(nginx) = Nginx::start(
+        "loopback_addresses_never_go_through_the_proxy",
+        Options {
+            plain: true,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let zip = demo_zip();
+    nginx.put("demo.zip", &zip);
+    // Were the proxy used, it would tunnel to the same server: only what it saw tells.
+    let proxy = ConnectProxy::start(nginx.addr());
+    let proxy_url = proxy.url();
+    let port = nginx.addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    // Plain http:// is allowed to a loopback address only because its bytes never leave the
+    // machine; a proxy elsewhere would carry the export and the URL's credentials in clear text.
+    for host in ["127.0.0.1", "localhost"] {
+        let url = signed(&format!("http://{host}:{port}/demo.zip"));
+        let dest = dir.path().join(format!("{host}.zip"));
+        let env = [
+            ("ALL_PROXY", proxy_url.as_str()),
+            ("HTTPS_PROXY", proxy_url.as_str()),
+            ("HTTP_PROXY", proxy_url.as_str()),
+        ];
+        let out = run(&["fetch", &url], Some(&dest), &env);
+        assert_eq!(out.status.code(), Some(0), "{host}: {}", stderr(&out));
         assert_eq!(std::fs::read(&dest).unwrap(), zip);
     }
     assert_eq!(proxy.heads(), Vec::<String>::new());
