@@ -428,3 +428,38 @@ fn response_head(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut answer).unwrap();
     answer
 }
+
+#[test]
+fn a_server_that_never_answers_fails_within_the_idle_timeouts() {
+    let Some(nginx) = plain_nginx("a_server_that_never_answers", false) else {
+        return;
+    };
+    nginx.put("a.zip", &pattern(1000, 11));
+    // Every connection is accepted and the request passed on, but not one byte of the answer
+    // comes back: the wait for the response's head is an idle read too.
+    let proxy = Proxy::tcp(nginx.addr(), |_| Fault::Stall { after: 0 });
+    let url = via(&proxy, "a.zip");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.zip");
+    let start = Instant::now();
+    let out = fetch(&url, &dest, &["--idle-timeout", "1", "--retries", "1"]);
+    let elapsed = start.elapsed();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let shown = format!("http://{}/a.zip", proxy.addr());
+    assert_eq!(
+        err.lines().rfind(|l| l.starts_with("error: ")),
+        Some(
+            format!(
+                "error: {shown}: the download failed after 2 tries in a row without progress: \
+                 no byte arrived within the idle timeout (--idle-timeout): the connection \
+                 stalled"
+            )
+            .as_str()
+        ),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert_no_query(&url, &out);
+}

@@ -4,12 +4,21 @@
 //! - [`seaweed::Seaweed`]: SeaweedFS's S3 gateway, which checks presigned URLs and their expiry;
 //!   objects are uploaded and URLs presigned by boto3 (`tests/net/s3.py`), an implementation
 //!   independent of ours.
-//! - [`nginx::Nginx`]: nginx serving files over HTTPS (a CA and certificate made per start) or
-//!   plain HTTP, with an optional per-connection rate limit (`limit_rate`), and optionally
-//!   ignoring `Range` (`200` with the whole file).
+//! - [`nginx::Nginx`]: nginx serving files over HTTPS (a CA and certificate made per start, for
+//!   the loopback names or names of the test's choosing) or plain HTTP, with an optional
+//!   per-connection rate limit (`limit_rate`), optionally ignoring `Range` (`200` with the whole
+//!   file), and serving `/encoded/` with `Content-Encoding: gzip`.
 //! - [`proxy::Proxy`]: a TCP proxy that resets, stalls or closes a connection after N bytes of the
 //!   response, or answers `503` `SlowDown` itself, chosen per connection, and records the
 //!   requests that pass through it.
+//! - `proxying.rs` has its own `CONNECT` proxy (for `HTTPS_PROXY`), which tunnels every request
+//!   to one server whatever the name asked for, and records what it was asked.
+//!
+//! The tests of the client: `fetch.rs` (resume, expiry, a replaced object), `faults.rs`
+//! (stalls, a multipart object, a server that ignores `Range`, `416`, `Content-Encoding`),
+//! `tls.rs` (certificates, plain `http://`), `proxying.rs` (`HTTPS_PROXY`, `NO_PROXY`). The
+//! last three assert exact bytes or rows, exit statuses and messages, and that no part of a
+//! URL's query is shown ([`assert_no_query`]).
 //!
 //! Each guard starts its server on free loopback ports, waits until it answers, and on drop kills
 //! it and removes its temporary directory (data, configuration, logs). Start one per test function
