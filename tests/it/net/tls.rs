@@ -155,7 +155,15 @@ fn plain_http_is_refused_except_to_loopback_addresses() {
         "localhost.cipherstream.test",
     ] {
         let url = signed(&format!("http://{host}/jobs/a.zip"));
-        for out in [fetch(&url, &dest, &[]), decrypt_demo(&url, dir.path(), &[])] {
+        let verify = cipherstream()
+            .args(["verify", &url, "--customer-id", "cust_demo_123"])
+            .output()
+            .unwrap();
+        for out in [
+            fetch(&url, &dest, &[]),
+            decrypt_demo(&url, dir.path(), &[]),
+            verify,
+        ] {
             assert_eq!(out.status.code(), Some(2), "{host}: {}", stderr(&out));
             assert_eq!(
                 stderr(&out),
