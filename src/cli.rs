@@ -127,7 +127,8 @@ pub struct ReadArgs {
     #[arg(long, value_name = "WEBHOOK_JSON")]
     pub expect_rows_from: Option<PathBuf>,
 
-    /// Decryption threads [default: the number of available cores].
+    /// Decryption threads [default: the available cores; one fewer when decrypting into a pipe,
+    /// whose reader needs one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 

@@ -14,7 +14,7 @@ use crate::cli::DecryptArgs;
 use crate::cmd::{output_name, report, signals, Reading};
 use crate::engine::decrypt::Destination;
 use crate::error::{Error, Exit, Result};
-use crate::sink::{AtomicFile, Output};
+use crate::sink::{self, AtomicFile, Output};
 use crate::source::Input;
 
 /// Run `decrypt`.
@@ -100,10 +100,17 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         };
     }
 
+    let into_pipe = sink::stdout_is_pipe();
+    if into_pipe {
+        sink::grow_stdout_pipe();
+    }
+    let mut reading = reading.to_stdout();
+    if args.read.threads.is_none() {
+        reading.options.threads = default_threads(available_cores(), into_pipe);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rows_to_stdout = signals::rows_to_stdout();
-    let reading = reading.to_stdout();
     // With --skip-bad-rows an input whose bad rows were skipped has still been written (its rows
     // that authenticated are the salvage asked for) and the run goes on; any other error stops it.
     let mut salvaged = Vec::new();
@@ -129,6 +136,23 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         }
     }
     outcome(salvaged, stopped, inputs.len())
+}
+
+/// The worker threads when `--threads` is not given: one per core, but one fewer when the rows
+/// go into a pipe. The pipe's reader (`jq`, `gzip`, a loader) is another process that needs a core
+/// too, and on 2 cores `--threads 1` into a pipe beat the default (issue 16, item 2): a worker
+/// that takes the reader's core makes the reader the bottleneck. Into a file or `/dev/null` there
+/// is no one else to leave room for.
+fn default_threads(cores: usize, into_pipe: bool) -> usize {
+    match into_pipe {
+        true => cores.saturating_sub(1).max(1),
+        false => cores.max(1),
+    }
+}
+
+/// The cores this process may use (1 if that cannot be told).
+pub(crate) fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How a run to standard output ends. Without skipped rows: as the error that stopped it, if any
@@ -170,4 +194,19 @@ fn refuse_overwriting_inputs(inputs: &[Input], dests: &[std::path::PathBuf]) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_leaves_its_reader_a_core() {
+        assert_eq!(default_threads(1, false), 1);
+        assert_eq!(default_threads(1, true), 1);
+        assert_eq!(default_threads(2, false), 2);
+        assert_eq!(default_threads(2, true), 1);
+        assert_eq!(default_threads(16, true), 15);
+        assert_eq!(default_threads(0, true), 1);
+    }
 }
