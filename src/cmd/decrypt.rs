@@ -5,13 +5,15 @@
 //! file that appears only if every input succeeded; with `--output-dir` each input is its own
 //! atomic file, so a bad third input of five leaves the other four written, its own previous file
 //! untouched, and the run exits with the most severe failure's status, whatever the order of the
-//! inputs (issue 2, item 7; issue 12, item 7).
+//! inputs (issue 2, item 7; issue 12, item 7). Those inputs run several at once when there are
+//! threads to spare, and say everything in input order, as one after another would (`parallel`;
+//! issue 16, item 1); inputs concatenated to standard output or `-o` run one after another.
 
 use std::collections::HashSet;
 use std::io::Write;
 
 use crate::cli::DecryptArgs;
-use crate::cmd::{output_name, report, signals, Reading};
+use crate::cmd::{output_name, parallel, report, signals, Reading};
 use crate::engine::decrypt::Destination;
 use crate::error::{Error, Exit, Result};
 use crate::sink::{self, AtomicFile, Output};
@@ -71,9 +73,14 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
             }
         }
         refuse_overwriting_inputs(inputs, &dests)?;
-        let mut worst: Option<Exit> = None;
-        let mut failed = 0;
-        for (input, dest) in inputs.iter().zip(&dests) {
+        // Several inputs at once, each with its share of the threads (see `parallel`).
+        let jobs: Vec<Reading> = parallel::shares(inputs.len(), reading.options.threads)
+            .into_iter()
+            .map(|threads| reading.with_threads(threads))
+            .collect();
+        let printer = parallel::Printer::new(reading.show_progress);
+        let exits = parallel::in_order(inputs.len(), jobs.len(), &printer, |i, job, lines| {
+            let dest = &dests[i];
             let result = AtomicFile::create(dest).and_then(|mut file| {
                 let name = dest.display().to_string();
                 let sink = Destination {
@@ -81,14 +88,19 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
                     name: &name,
                     written: None,
                 };
-                reading.process(input, Some(sink), "decrypted")?;
+                jobs[job].process_with(&inputs[i], Some(sink), "decrypted", lines)?;
                 file.commit()
             });
-            if let Err(e) = result {
-                report(&e);
-                failed += 1;
-                worst = Some(worst.map_or(e.exit(), |w| w.most_severe(e.exit())));
-            }
+            result.map_err(|e| {
+                lines.report(&e);
+                e.exit()
+            })
+        });
+        let mut worst: Option<Exit> = None;
+        let mut failed = 0;
+        for exit in exits.into_iter().filter_map(|r| r.err()) {
+            failed += 1;
+            worst = Some(worst.map_or(exit, |w| w.most_severe(exit)));
         }
         return match worst {
             None => Ok(()),
