@@ -61,21 +61,24 @@ impl Printer {
         Printer::new(false)
     }
 
+    /// Print `lines` with the group's bars out of the way. MUST NOT be called from within a
+    /// suspended bar or group: the group's lock is not reentrant.
     fn print(&self, lines: &[(Stream, String)]) {
-        let write = || {
-            for (stream, line) in lines {
-                match stream {
-                    // Not eprintln!: a closed standard error must not panic the run.
-                    Stream::Err => {
-                        let _ = writeln!(io::stderr(), "{line}");
-                    }
-                    Stream::Out => self.stdout(line),
-                }
-            }
-        };
         match &self.group {
-            Some(group) => group.suspend(write),
-            None => write(),
+            Some(group) => group.suspend(|| self.write(lines)),
+            None => self.write(lines),
+        }
+    }
+
+    fn write(&self, lines: &[(Stream, String)]) {
+        for (stream, line) in lines {
+            match stream {
+                // Not eprintln!: a closed standard error must not panic the run.
+                Stream::Err => {
+                    let _ = writeln!(io::stderr(), "{line}");
+                }
+                Stream::Out => self.stdout(line),
+            }
         }
     }
 
@@ -130,13 +133,14 @@ impl<'a> Lines<'a> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((stream, line)),
-            None => {
-                let print = || self.printer.print(&[(stream, line)]);
-                match progress {
-                    Some(progress) => progress.suspend(print),
-                    None => print(),
+            // A bar in the group is suspended with the group; a bar of its own by itself (and
+            // only once: suspending both would wait forever on the group's lock).
+            None => match (&self.printer.group, progress) {
+                (None, Some(progress)) => {
+                    progress.suspend(|| self.printer.write(&[(stream, line)]))
                 }
-            }
+                _ => self.printer.print(&[(stream, line)]),
+            },
         }
     }
 

@@ -516,3 +516,54 @@ fn bars_for_inputs_at_once_and_lines_in_input_order_on_a_terminal() {
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{screen:?}");
 }
+
+/// On a terminal, a warning while inputs run one at a time (`--threads 1`) is printed with the
+/// bars out of the way, once: suspending the input's bar and then its group waited forever.
+#[cfg(unix)]
+#[test]
+fn a_warning_on_a_terminal_one_input_at_a_time() {
+    if StdCommand::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script(1) is needed under CI"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let reused = vector("nonce_reused_rows_1_4.ndjson");
+    let plain = vector("plain.ndjson");
+    let command = format!(
+        "timeout 20 {} decrypt {} {} --threads 1 --output-dir {} --customer-id {VEC_ID} \
+         --key-file {}; echo status $?",
+        bin().display(),
+        reused.display(),
+        plain.display(),
+        outdir.display(),
+        key.display(),
+    );
+    let out = StdCommand::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = |text: &str| {
+        screen
+            .find(text)
+            .unwrap_or_else(|| panic!("{text:?} not in {screen:?}"))
+    };
+    let order = [
+        at("warning: "),
+        at(&format!("{}: decrypted 6 rows in ", reused.display())),
+        at(&format!("{}: decrypted 7 rows in ", plain.display())),
+        at("status 0"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{screen:?}");
+    assert_eq!(
+        crate::util::entries(&outdir),
+        ["nonce_reused_rows_1_4.ndjson", "plain.ndjson"]
+    );
+}
