@@ -117,9 +117,8 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         sink::grow_stdout_pipe();
     }
     let mut reading = reading.to_stdout();
-    if args.read.threads.is_none() {
-        reading.options.threads = default_threads(available_cores(), into_pipe);
-    }
+    // The pipe's reader (`jq`, `gzip`, a loader) is another process that needs a core too.
+    reading.options.spare_core = into_pipe && args.read.threads.is_none();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rows_to_stdout = signals::rows_to_stdout();
@@ -148,23 +147,6 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         }
     }
     outcome(salvaged, stopped, inputs.len())
-}
-
-/// The worker threads when `--threads` is not given: one per core, but one fewer when the rows
-/// go into a pipe. The pipe's reader (`jq`, `gzip`, a loader) is another process that needs a core
-/// too, and on 2 cores `--threads 1` into a pipe beat the default (issue 16, item 2): a worker
-/// that takes the reader's core makes the reader the bottleneck. Into a file or `/dev/null` there
-/// is no one else to leave room for.
-fn default_threads(cores: usize, into_pipe: bool) -> usize {
-    match into_pipe {
-        true => cores.saturating_sub(1).max(1),
-        false => cores.max(1),
-    }
-}
-
-/// The cores this process may use (1 if that cannot be told).
-pub(crate) fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How a run to standard output ends. Without skipped rows: as the error that stopped it, if any
@@ -206,19 +188,4 @@ fn refuse_overwriting_inputs(inputs: &[Input], dests: &[std::path::PathBuf]) -> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pipe_leaves_its_reader_a_core() {
-        assert_eq!(default_threads(1, false), 1);
-        assert_eq!(default_threads(1, true), 1);
-        assert_eq!(default_threads(2, false), 2);
-        assert_eq!(default_threads(2, true), 1);
-        assert_eq!(default_threads(16, true), 15);
-        assert_eq!(default_threads(0, true), 1);
-    }
 }

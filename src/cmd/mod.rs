@@ -135,6 +135,7 @@ impl Reading {
                 max_line_bytes: args.max_line_bytes,
                 skip_bad_rows,
                 exact_nonce_check: exact_nonces,
+                spare_core: false,
             },
             member: args.member.clone(),
             expect_rows,
