@@ -216,6 +216,19 @@ impl AtomicFile {
         }
     }
 
+    /// Flush and sync what was written, ahead of [`AtomicFile::commit`] (which then has little
+    /// left to do): several inputs at once write and sync in parallel, and put their files in
+    /// place in input order.
+    pub fn sync(&mut self) -> Result<()> {
+        let writing = |e| Error::io(format!("writing {}", self.dest.display()), e);
+        let writer = self.writer.as_mut().expect("not yet committed");
+        writer.flush().map_err(writing)?;
+        if let Staging::Direct = self.staging {
+            return Ok(());
+        }
+        writer.get_ref().sync_all().map_err(writing)
+    }
+
     /// Flush, sync and put the file in the destination's place.
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("not yet committed");

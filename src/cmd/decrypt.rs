@@ -79,23 +79,33 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
             .map(|threads| reading.with_threads(threads))
             .collect();
         let printer = parallel::Printer::new(reading.show_progress);
-        let exits = parallel::in_order(inputs.len(), jobs.len(), &printer, |i, job, lines| {
-            let dest = &dests[i];
-            let result = AtomicFile::create(dest).and_then(|mut file| {
-                let name = dest.display().to_string();
-                let sink = Destination {
-                    writer: &mut file,
-                    name: &name,
-                    written: None,
-                };
-                jobs[job].process_with(&inputs[i], Some(sink), "decrypted", lines)?;
-                file.commit()
-            });
-            result.map_err(|e| {
-                lines.report(&e);
-                e.exit()
-            })
-        });
+        let failed = |lines: &parallel::Lines<'_>, e: Error| {
+            lines.report(&e);
+            e.exit()
+        };
+        // Each file is written and synced as its input runs, and put in place only once every
+        // input before it has been put in place or reported (see `parallel::in_order`).
+        let exits = parallel::in_order(
+            inputs.len(),
+            jobs.len(),
+            &printer,
+            |i, job, lines| {
+                let dest = &dests[i];
+                let result = AtomicFile::create(dest).and_then(|mut file| {
+                    let name = dest.display().to_string();
+                    let sink = Destination {
+                        writer: &mut file,
+                        name: &name,
+                        written: None,
+                    };
+                    jobs[job].process_with(&inputs[i], Some(sink), "decrypted", lines)?;
+                    file.sync()?;
+                    Ok(file)
+                });
+                result.map_err(|e| failed(lines, e))
+            },
+            |result, lines| result.and_then(|file| file.commit().map_err(|e| failed(lines, e))),
+        );
         let mut worst: Option<Exit> = None;
         let mut failed = 0;
         for exit in exits.into_iter().filter_map(|r| r.err()) {

@@ -7,9 +7,13 @@
 //! can use those cores. What the user sees must not depend on it: each input's lines (warnings,
 //! its error and hint, its summary, `verify`'s line on standard output) are kept until it is done
 //! and printed once every input before it has printed its own, so standard output, standard error
-//! and the exit status are those of a run one input at a time, at every thread count. A
-//! failure of one input ends only that input: every output is its own `AtomicFile`, and a signal
-//! removes the temporary files of all of them (`sink`'s registry).
+//! and the exit status are those of a run one input at a time, at every thread count. Output
+//! files are written and synced as their inputs run but put in place in input order, just before
+//! their input's lines are printed, so what is on disk is never ahead of what was said: a run
+//! stopped by a signal leaves what one input after another would have left (a later export that
+//! is done but not yet reported is not there, and its warnings are not lost). A failure of one
+//! input ends only that input: every output is its own `AtomicFile`, and a signal removes the
+//! temporary files of all of them (`sink`'s registry).
 //!
 //! Inputs concatenated to standard output or into one `-o` file stay one after another: their
 //! bytes must come out in input order, so an input decrypted ahead could only wait in memory,
@@ -212,19 +216,27 @@ pub fn shares(inputs: usize, threads: usize) -> Vec<usize> {
 }
 
 /// Run `work(input, job, lines)` for inputs `0..count` on `jobs` threads (`job` is the thread's
-/// number, `0..jobs`), and return the results in input order. Each input's lines are printed
-/// in input order, each input's as soon as it and every input before it are done. With one job
-/// the inputs run on the calling thread, one after another, and their lines are printed as they
-/// come (as before issue 16).
-pub fn in_order<T: Send>(
+/// number, `0..jobs`), then `done(result, lines)` for each on the calling thread, in input order,
+/// as soon as the input and every input before it are done; return what `done` returns, in input
+/// order. Each input's lines are printed in input order, right after its `done`: whatever `done`
+/// does (commit an output file) is thus never ahead of what was said, and a run stopped by a
+/// signal leaves exactly what one input after another would have left when it stopped. With
+/// one job the inputs run on the calling thread, one after another, and their lines are printed
+/// as they come (as before issue 16).
+pub fn in_order<T: Send, U>(
     count: usize,
     jobs: usize,
     printer: &Printer,
     work: impl Fn(usize, usize, &Lines<'_>) -> T + Sync,
-) -> Vec<T> {
+    mut done: impl FnMut(T, &Lines<'_>) -> U,
+) -> Vec<U> {
     if jobs <= 1 || count <= 1 {
         return (0..count)
-            .map(|i| work(i, 0, &Lines::direct(printer)))
+            .map(|i| {
+                let lines = Lines::direct(printer);
+                let result = work(i, 0, &lines);
+                done(result, &lines)
+            })
             .collect();
     }
     let next = AtomicUsize::new(0);
@@ -259,14 +271,21 @@ pub fn in_order<T: Send>(
                 if i >= count {
                     return;
                 }
-                results.push(work(i, 0, &Lines::direct(printer)));
+                let lines = Lines::direct(printer);
+                let result = work(i, 0, &lines);
+                results.push(done(result, &lines));
             }
         }
         let mut pending = BTreeMap::new();
         for (i, result, lines) in done_rx {
             pending.insert(i, (result, lines));
-            while let Some((result, lines)) = pending.remove(&results.len()) {
-                printer.print(&lines);
+            while let Some((result, kept)) = pending.remove(&results.len()) {
+                let lines = Lines {
+                    printer,
+                    kept: Some(Mutex::new(kept)),
+                };
+                let result = done(result, &lines);
+                printer.print(&lines.into_kept());
                 results.push(result);
             }
         }
@@ -292,14 +311,25 @@ mod tests {
     fn results_come_back_in_input_order_whatever_finishes_first() {
         let printer = Printer::direct();
         for jobs in [1, 2, 3, 8] {
-            let got = in_order(20, jobs, &printer, |i, job, lines| {
-                assert!(job < jobs.max(1));
-                // Later inputs finish first.
-                std::thread::sleep(std::time::Duration::from_millis((20 - i as u64) % 4));
-                lines.err(format!("input {i}"));
-                i * 10
-            });
+            let mut finished = Vec::new();
+            let got = in_order(
+                20,
+                jobs,
+                &printer,
+                |i, job, lines| {
+                    assert!(job < jobs.max(1));
+                    // Later inputs finish first.
+                    std::thread::sleep(std::time::Duration::from_millis((20 - i as u64) % 4));
+                    lines.err(format!("input {i}"));
+                    i
+                },
+                |i, _| {
+                    finished.push(i);
+                    i * 10
+                },
+            );
             assert_eq!(got, (0..20).map(|i| i * 10).collect::<Vec<_>>());
+            assert_eq!(finished, (0..20).collect::<Vec<_>>());
         }
     }
 

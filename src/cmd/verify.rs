@@ -25,25 +25,31 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         .map(|threads| reading.with_threads(threads))
         .collect();
     let printer = parallel::Printer::new(reading.show_progress);
-    let exits = parallel::in_order(inputs.len(), jobs.len(), &printer, |i, job, lines| {
-        let name = inputs[i].name();
-        let result = jobs[job]
-            .process_with(&inputs[i], None, "verified", lines)
-            .and_then(|s| nonce_verdict(&name, s));
-        let line = match &result {
-            Ok(summary) if args.json => text::json(&json_ok(&name, summary)),
-            Ok(summary) => text_ok(&name, summary),
-            Err(e) if args.json => text::json(&json_err(&name, e)),
-            Err(_) => format!("{name}: FAILED"),
-        };
-        if let Err(e) = &result {
-            lines.report(e);
-        }
-        // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
-        // neither stops the checking of the other inputs nor hides a failure.
-        lines.out(line);
-        result.map(drop).map_err(|e| e.exit())
-    });
+    let exits = parallel::in_order(
+        inputs.len(),
+        jobs.len(),
+        &printer,
+        |i, job, lines| {
+            let name = inputs[i].name();
+            let result = jobs[job]
+                .process_with(&inputs[i], None, "verified", lines)
+                .and_then(|s| nonce_verdict(&name, s));
+            let line = match &result {
+                Ok(summary) if args.json => text::json(&json_ok(&name, summary)),
+                Ok(summary) => text_ok(&name, summary),
+                Err(e) if args.json => text::json(&json_err(&name, e)),
+                Err(_) => format!("{name}: FAILED"),
+            };
+            if let Err(e) = &result {
+                lines.report(e);
+            }
+            // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
+            // neither stops the checking of the other inputs nor hides a failure.
+            lines.out(line);
+            result.map(drop).map_err(|e| e.exit())
+        },
+        |result, _| result,
+    );
     let mut worst: Option<Exit> = None;
     let mut failed = 0;
     for exit in exits.into_iter().filter_map(|r| r.err()) {

@@ -334,9 +334,28 @@ fn mkfifo(path: &Path) {
         .success());
 }
 
-/// The inputs really run at once: the second input is read, decrypted and committed while the
-/// first has not yet received a byte; the first's file then follows, and nothing is said.
-#[cfg(unix)]
+/// Wait until process `pid` no longer has `path` open (it has read an input to its end).
+#[cfg(target_os = "linux")]
+fn wait_until_closed(pid: u32, path: &Path) {
+    let started = Instant::now();
+    while std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{path:?} never closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The inputs really run at once: the second input is opened and read to its end while the first
+/// has not yet received a byte. Its file is put in place only after the first's, as one input
+/// after another would: what is on disk is never ahead of what was said.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_later_input_completes_while_an_earlier_one_waits() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,19 +383,10 @@ fn a_later_input_completes_while_an_earlier_one_waits() {
     let mut w = open_when_read(&second, "the second input was never opened");
     w.write_all(&export).unwrap();
     drop(w);
-    let started = Instant::now();
-    while !outdir.join("second.ndjson").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "second never written"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(
-        sha256_hex(&std::fs::read(outdir.join("second.ndjson")).unwrap()),
-        PLAIN_SHA256
-    );
-    assert!(!outdir.join("first.ndjson").exists());
+    wait_until_closed(child.id(), &second);
+    // Read to its end and decrypted; not in place before the first input is.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(crate::util::entries(&outdir), [] as [&str; 0]);
     let mut w = open_when_read(&first, "the first input was never opened");
     w.write_all(&export).unwrap();
     drop(w);
@@ -387,10 +397,12 @@ fn a_later_input_completes_while_an_earlier_one_waits() {
         crate::util::entries(&outdir),
         ["first.ndjson", "second.ndjson"]
     );
-    assert_eq!(
-        sha256_hex(&std::fs::read(outdir.join("first.ndjson")).unwrap()),
-        PLAIN_SHA256
-    );
+    for name in ["first.ndjson", "second.ndjson"] {
+        assert_eq!(
+            sha256_hex(&std::fs::read(outdir.join(name)).unwrap()),
+            PLAIN_SHA256
+        );
+    }
 }
 
 /// The output files being written in `dir` by process `pid`: its descriptors on files in `dir`
@@ -416,68 +428,77 @@ fn outputs_open(pid: u32, dir: &Path, before: &[String]) -> usize {
     unnamed + named
 }
 
-/// SIGTERM while two inputs are being written at once: neither leaves a temporary file, the
-/// previous outputs are intact, and the run dies of the signal (as one input at a time does).
+/// SIGTERM while two inputs run at once: both half-read, or the first half-read and the second
+/// decrypted but held back (nothing has been said about it). Neither leaves a file, temporary or
+/// final, the previous outputs are intact, and the run dies of the signal, as one input at a
+/// time would have.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_signal_during_several_outputs_leaves_none_of_them() {
     use std::os::unix::process::ExitStatusExt;
-    let dir = tempfile::tempdir().unwrap();
-    let key = private_key(dir.path(), "keys/customer.key");
-    let (first, second) = (
-        dir.path().join("first.ndjson"),
-        dir.path().join("second.ndjson"),
-    );
-    mkfifo(&first);
-    mkfifo(&second);
-    let outdir = dir.path().join("out");
-    std::fs::create_dir(&outdir).unwrap();
-    std::fs::write(outdir.join("first.ndjson"), "previous\n").unwrap();
-    let before = crate::util::entries(&outdir);
-    let child = StdCommand::new(bin())
-        .args(["decrypt", "--customer-id", VEC_ID, "--key-file"])
-        .arg(&key)
-        .args([&first, &second])
-        .args(["--threads", "2", "--output-dir"])
-        .arg(&outdir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let export = std::fs::read(vector("plain.ndjson")).unwrap();
-    let half = &export[..export.len() / 2];
-    // Both inputs hold half an export and wait for the rest, their outputs open.
-    let mut writers = Vec::new();
-    for fifo in [&first, &second] {
-        let mut w = open_when_read(fifo, "an input was never opened");
-        w.write_all(half).unwrap();
-        writers.push(w);
-    }
-    let started = Instant::now();
-    while outputs_open(child.id(), &outdir, &before) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "outputs never opened"
+    for second_complete in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = private_key(dir.path(), "keys/customer.key");
+        let (first, second) = (
+            dir.path().join("first.ndjson"),
+            dir.path().join("second.ndjson"),
         );
-        std::thread::sleep(Duration::from_millis(10));
+        mkfifo(&first);
+        mkfifo(&second);
+        let outdir = dir.path().join("out");
+        std::fs::create_dir(&outdir).unwrap();
+        std::fs::write(outdir.join("first.ndjson"), "previous\n").unwrap();
+        let before = crate::util::entries(&outdir);
+        let child = StdCommand::new(bin())
+            .args(["decrypt", "--customer-id", VEC_ID, "--key-file"])
+            .arg(&key)
+            .args([&first, &second])
+            .args(["--threads", "2", "--output-dir"])
+            .arg(&outdir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let export = std::fs::read(vector("plain.ndjson")).unwrap();
+        let half = &export[..export.len() / 2];
+        // The first input holds half an export and waits for the rest, its output open.
+        let mut writers = vec![open_when_read(&first, "the first input was never opened")];
+        writers[0].write_all(half).unwrap();
+        let mut w = open_when_read(&second, "the second input was never opened");
+        if second_complete {
+            w.write_all(&export).unwrap();
+            drop(w);
+            wait_until_closed(child.id(), &second);
+        } else {
+            w.write_all(half).unwrap();
+            writers.push(w);
+        }
+        let started = Instant::now();
+        while outputs_open(child.id(), &outdir, &before) < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "outputs never opened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = StdCommand::new("kill")
+            .args(["-15", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        drop(writers);
+        assert_eq!(out.status.signal(), Some(15), "{second_complete}");
+        assert_eq!(
+            String::from_utf8(out.stderr).unwrap(),
+            "error: interrupted by SIGTERM; no output file was left behind\n"
+        );
+        assert_eq!(crate::util::entries(&outdir), before, "{second_complete}");
+        assert_eq!(
+            std::fs::read(outdir.join("first.ndjson")).unwrap(),
+            b"previous\n"
+        );
     }
-    let status = StdCommand::new("kill")
-        .args(["-15", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    drop(writers);
-    assert_eq!(out.status.signal(), Some(15));
-    assert_eq!(
-        String::from_utf8(out.stderr).unwrap(),
-        "error: interrupted by SIGTERM; no output file was left behind\n"
-    );
-    assert_eq!(crate::util::entries(&outdir), before);
-    assert_eq!(
-        std::fs::read(outdir.join("first.ndjson")).unwrap(),
-        b"previous\n"
-    );
 }
 
 /// On a terminal, inputs running at once each draw a bar (in one group), and their summary lines
