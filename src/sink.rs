@@ -218,15 +218,22 @@ impl AtomicFile {
 
     /// Flush and sync what was written, ahead of [`AtomicFile::commit`] (which then has little
     /// left to do): several inputs at once write and sync in parallel, and put their files in
-    /// place in input order.
+    /// place in input order. The write buffer is freed (later writes go straight to the file), so
+    /// files waiting for their turn hold no memory.
     pub fn sync(&mut self) -> Result<()> {
         let writing = |e| Error::io(format!("writing {}", self.dest.display()), e);
-        let writer = self.writer.as_mut().expect("not yet committed");
-        writer.flush().map_err(writing)?;
+        let writer = self.writer.take().expect("not yet committed");
+        let file = writer.into_inner().map_err(|e| writing(e.into_error()))?;
+        self.writer = Some(BufWriter::with_capacity(0, file));
         if let Staging::Direct = self.staging {
             return Ok(());
         }
-        writer.get_ref().sync_all().map_err(writing)
+        self.writer
+            .as_ref()
+            .expect("just set")
+            .get_ref()
+            .sync_all()
+            .map_err(writing)
     }
 
     /// Flush, sync and put the file in the destination's place.
@@ -693,6 +700,23 @@ mod tests {
         assert_eq!(rustix::pipe::fcntl_getpipe_size(&w).unwrap(), got);
         let file = tempfile::tempfile().unwrap();
         assert_eq!(grow_pipe(file.as_fd(), PIPE_BYTES), None);
+    }
+
+    /// A file synced ahead of its commit takes later writes and commits whole.
+    #[test]
+    fn synced_then_committed() {
+        for unnamed in STAGINGS {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out.ndjson");
+            let mut f = AtomicFile::create_staged(&dest, unnamed).unwrap();
+            f.write_all(b"one\n").unwrap();
+            f.sync().unwrap();
+            assert!(!dest.exists(), "unnamed: {unnamed}");
+            f.write_all(b"two\n").unwrap();
+            f.commit().unwrap();
+            assert_eq!(fs::read_to_string(&dest).unwrap(), "one\ntwo\n");
+            assert_eq!(names(dir.path()), ["out.ndjson"], "unnamed: {unnamed}");
+        }
     }
 
     /// The names in `dir`, sorted.
