@@ -596,3 +596,51 @@ fn a_warning_on_a_terminal_one_input_at_a_time() {
         ["nonce_reused_rows_1_4.ndjson", "plain.ndjson"]
     );
 }
+
+/// `verify A B ... | head -1`: a reader that goes away stops neither the checking of the other
+/// inputs nor hides a failure, at one input at a time and several at once; with every input
+/// good, the run ends quietly.
+#[test]
+fn verify_checks_every_input_after_its_reader_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "keys/customer.key");
+    let good = vector("plain.ndjson");
+    let bad = vector("auth_tag_flipped_row2.ndjson");
+    for threads in ["1", "4"] {
+        for last in [&good, &bad] {
+            let mut child = StdCommand::new(bin())
+                .args(["verify", "--customer-id", VEC_ID, "--key-file"])
+                .arg(&key)
+                .args(std::iter::repeat_n(&good, 200))
+                .arg(last)
+                .args(["--threads", threads])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            let mut first = [0u8; 10];
+            stdout.read_exact(&mut first).unwrap();
+            drop(stdout);
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            if last == &bad {
+                assert_eq!(out.status.code(), Some(3), "--threads {threads}: {stderr}");
+                assert!(
+                    stderr.starts_with(&format!(
+                        "error: {}: row 2: authentication failed\n",
+                        bad.display()
+                    )),
+                    "{stderr}"
+                );
+                assert!(
+                    stderr.ends_with("error: 1 of 201 inputs failed\n"),
+                    "{stderr}"
+                );
+            } else {
+                assert_eq!(out.status.code(), Some(0), "--threads {threads}: {stderr}");
+                assert_eq!(stderr, "");
+            }
+        }
+    }
+}
