@@ -48,14 +48,25 @@ def loadavg() -> str:
 
 class Contender:
     def __init__(self, key: str, label: str, argv: list[str], input_path: Path, rows: int,
-                 rounds: set[int] | None = None):
+                 rounds: set[int] | None = None, pipe: bool = False, twin: bool = True,
+                 more_inputs: list[Path] | None = None):
         self.key, self.label, self.argv = key, label, argv
         self.input_path = input_path
-        self.input_bytes = input_path.stat().st_size
-        self.input_name = input_path.name
+        self.inputs = [input_path, *(more_inputs or [])]
+        self.input_bytes = sum(p.stat().st_size for p in self.inputs)
+        self.input_name = " + ".join(p.name for p in self.inputs)
         self.rows = rows
         self.rounds = rounds  # None: every round
         self.runs: dict[int, dict] = {}
+        # Standard output into `| cat > SINK` instead of straight into SINK (issue 16, item 2).
+        self.pipe = pipe
+        # Whether the report also runs it through a pipe (not for runs whose output is a file).
+        self.twin = twin
+
+    def through_pipe(self) -> "Contender":
+        """The same run with its standard output going through a pipe: `cmd | cat > /dev/null`."""
+        return Contender(self.key + "|cat", self.label + " | cat", self.argv, self.input_path, self.rows,
+                         self.rounds, pipe=True, twin=False, more_inputs=self.inputs[1:])
 
     def median(self, field: str) -> float:
         return statistics.median(r[field] for r in self.runs.values())
@@ -92,17 +103,26 @@ def run_once(c: Contender) -> dict:
     # stay cached through a long round on a machine whose memory manager pages out what has not
     # been touched for a while (seen here: DAMON's pageout left 4 MiB of a 437 MiB ZIP in the page
     # cache a minute after it was read), and then some runs would time the disk.
-    warm([c.input_path])
+    warm(c.inputs)
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf, open(SINK, "wb") as sink:
         argv = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, *c.argv]
         t0 = time.perf_counter()
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sink,
-                           stderr=subprocess.PIPE, check=False)
+        if c.pipe:
+            # `cmd | cat > SINK`: the wall time runs until both have exited, as a shell's would.
+            cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=sink)
+            assert cat.stdin is not None
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=cat.stdin, stderr=subprocess.PIPE)
+            cat.stdin.close()
+            _, err = p.communicate()
+            cat.wait()
+        else:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE)
+            _, err = p.communicate()
         wall = time.perf_counter() - t0
         fields = tf.read().split()
     if p.returncode != 0 or len(fields) < 4:
         sys.exit(f"measure: {c.label} failed (exit {p.returncode}): {' '.join(c.argv)}\n"
-                 f"{p.stderr.decode(errors='replace')[-2000:]}")
+                 f"{err.decode(errors='replace')[-2000:]}")
     _, user, sys_, rss_kib = fields[-4:]
     return {"wall": wall, "cpu": float(user) + float(sys_), "rss": int(rss_kib) * 1024}
 
@@ -233,10 +253,17 @@ def main() -> int:
                 "cs_verify": ("verify export.zip", ["verify", files["zip"]], files["zip"]),
                 "cs_zip_t1": ("decrypt export.zip --threads 1", ["decrypt", files["zip"], "--threads", "1"], files["zip"]),
                 "cs_zip_t2": ("decrypt export.zip --threads 2", ["decrypt", files["zip"], "--threads", "2"], files["zip"]),
+                "cs_ndjson_t1": ("decrypt export.ndjson --threads 1", ["decrypt", files.get("ndjson"), "--threads", "1"], files.get("ndjson")),
+                "cs_ndjson_t2": ("decrypt export.ndjson --threads 2", ["decrypt", files.get("ndjson"), "--threads", "2"], files.get("ndjson")),
+                # Into a file (synced before it is put in place), for the default thread count
+                # (issue 16, item 2: chosen from measurements into a file, /dev/null and a pipe).
+                "cs_ndjson_file": ("decrypt export.ndjson -o FILE", ["decrypt", files.get("ndjson"), "-o", a.work / "out.ndjson"], files.get("ndjson")),
+                "cs_ndjson_file_t1": ("decrypt export.ndjson -o FILE --threads 1", ["decrypt", files.get("ndjson"), "-o", a.work / "out.ndjson", "--threads", "1"], files.get("ndjson")),
             }
             for k in only:
                 label, args, inp = spec[k]
-                out.append(Contender(prefix + k, f"cipherstream {label}{tag}", [str(binary), *map(str, args), *base], inp, rows))
+                out.append(Contender(prefix + k, f"cipherstream {label}{tag}", [str(binary), *map(str, args), *base], inp, rows,
+                                     twin="_file" not in k))
         return out
 
     sizes = {}
@@ -255,8 +282,10 @@ def main() -> int:
             Contender("unzip", "unzip -p export.zip", ["unzip", "-p", str(zp)], zp, n),
             Contender("python", "vendor Python sample on export.zip, writing JSON lines", [*py, "--emit", str(zp), str(key), str(d / "customer_id.txt")], zp, n, py_rounds),
             Contender("python_discard", "vendor Python sample on export.zip, records discarded", [*py, str(zp), str(key), str(d / "customer_id.txt")], zp, n, py_rounds),
-        ] + cs_contenders(base, n, files, ("cs_ndjson", "cs_gzip", "cs_verify", "cs_zip_t1", "cs_zip_t2"))
-        sizes[n] = {"meta": meta, "cons": {c.key: c for c in cons}}
+        ] + cs_contenders(base, n, files, ("cs_ndjson", "cs_gzip", "cs_verify", "cs_zip_t1", "cs_zip_t2",
+                                           "cs_ndjson_t1", "cs_ndjson_t2", "cs_ndjson_file", "cs_ndjson_file_t1"))
+        sizes[n] = {"meta": meta, "cons": {c.key: c for c in cons},
+                    "pipe": {c.key: c.through_pipe() for c in cons if c.twin}}
         for _, binary in tools:
             for path in files.values():
                 err = check_output(binary, path, key, customer, meta)
@@ -266,6 +295,43 @@ def main() -> int:
             err = check_python_output(py, zp, key, d / "customer_id.txt", meta)
             if err:
                 problems.append(f"vendor Python sample --emit, {n} rows: {err}")
+
+    # Several inputs (issue 16, item 1): two exports of the largest size with --output-dir, at once
+    # (one run) against one after the other (two runs of the same binary, in one shell).
+    multi = None
+    n = max(a.rows)
+    d = a.work / f"rows_{n}"
+    customer = (d / "customer_id.txt").read_text().strip()
+    first, second = d / "export.zip", d / "export_b.zip"
+    if not second.exists():
+        shutil.copyfile(first, second)
+    multi_out = a.work / "multi_out"
+    multi_out.mkdir(exist_ok=True)
+    mbase = ["--customer-id", customer, "--key-file", str(d / "customer.key"), "-q", "--output-dir", str(multi_out)]
+    multi = {"rows": n, "cons": {}}
+    for prefix, binary in tools:
+        tag = f" [{prefix[:-1]}]" if prefix else ""
+        cons = [
+            Contender(prefix + "multi_once", f"cipherstream decrypt A.zip B.zip --output-dir DIR{tag}",
+                      [str(binary), "decrypt", str(first), str(second), *mbase], first, 2 * n,
+                      twin=False, more_inputs=[second]),
+            Contender(prefix + "multi_seq", f"cipherstream decrypt A.zip --output-dir DIR; then B.zip{tag}",
+                      ["sh", "-c", 'cs=$0 a=$1 b=$2; shift 2; "$cs" decrypt "$a" "$@" && "$cs" decrypt "$b" "$@"',
+                       str(binary), str(first), str(second), *mbase], first, 2 * n,
+                      twin=False, more_inputs=[second]),
+        ]
+        multi["cons"].update({c.key: c for c in cons})
+        # Both ways must write both files with the generator's plaintext.
+        expected = json.loads((d / "meta.json").read_text())["expected_output_sha256"]
+        for con in cons:
+            for f in multi_out.glob("*.ndjson"):
+                f.unlink()
+            p = subprocess.run(con.argv, capture_output=True, check=False)
+            got = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in multi_out.glob("*.ndjson")}
+            if p.returncode != 0 or got != {"export.ndjson": expected, "export_b.ndjson": expected}:
+                problems.append(f"{binary}, {con.label}: exit {p.returncode}, outputs {sorted(got)} "
+                                f"{'match' if set(got.values()) == {expected} else 'differ from the generator'}:"
+                                f" {p.stderr.decode(errors='replace').strip()[-300:]}")
 
     huge = None
     if a.huge_mib:
@@ -279,7 +345,8 @@ def main() -> int:
                              ("cs_zip", "cs_ndjson", "cs_verify")) + [
             Contender("inflate", "inflate_only export.zip (floor)", [str(a.inflate), str(zp)], zp, meta["rows"]),
         ]
-        huge = {"meta": meta, "cons": {c.key: c for c in cons}}
+        huge = {"meta": meta, "cons": {c.key: c for c in cons},
+                "pipe": {c.key: c.through_pipe() for c in cons if c.twin}}
         for _, binary in tools:
             for path in (zp, d / "export.ndjson"):
                 err = check_output(binary, path, key, customer, meta)
@@ -289,9 +356,10 @@ def main() -> int:
     for p in problems:
         print(f"CORRECTNESS PROBLEM: {p}", flush=True)
 
-    everything = [(f"{n}", c) for n, s in sizes.items() for c in s["cons"].values()]
+    everything = [(f"{n}", c) for n, s in sizes.items() for c in [*s["cons"].values(), *s["pipe"].values()]]
+    everything += [("multi", c) for c in multi["cons"].values()]
     if huge:
-        everything += [("huge", c) for c in huge["cons"].values()]
+        everything += [("huge", c) for c in [*huge["cons"].values(), *huge["pipe"].values()]]
     for n in sizes:
         warm(list((a.work / f"rows_{n}").glob("export.*")))
     if huge:
@@ -376,6 +444,24 @@ def main() -> int:
                 verdict(rss <= 16 * MIB, f"{who}{n} rows: peak RSS {what} = {rss / MIB:.1f} MiB (target <= 16 MiB)")
             t = same_run_ratio(c[prefix + "cs_zip_t1"], c[prefix + "cs_zip_t2"])
             verdict(None, f"{who}{n} rows: --threads 1 / --threads 2 wall = {t:.2f}x (information only)")
+            # Issue 16, item 2: through a pipe, plain NDJSON at most 1.3x its time into the sink.
+            pp = s["pipe"]
+            r = same_run_ratio(pp[prefix + "cs_ndjson"], nd)
+            ratio_verdict(r <= 1.3, f"{who}{n} rows: decrypt plain NDJSON | cat / into the null device = {r:.2f}x"
+                                    " (target <= 1.3x; issue 16")
+            # The default thread count, from measurements into the null device, a pipe and a file
+            # (issue 16, item 2): each against the default in the same place.
+            for where, cons in (("into the null device", c), ("through a pipe", pp)):
+                for ext in ("ndjson", "zip"):
+                    d = cons[prefix + f"cs_{ext}"]
+                    r1 = same_run_ratio(cons[prefix + f"cs_{ext}_t1"], d)
+                    r2 = same_run_ratio(cons[prefix + f"cs_{ext}_t2"], d)
+                    default = max(1, nproc - 1) if where == "through a pipe" and ext == "zip" else nproc
+                    verdict(None, f"{who}{n} rows: {where}, {ext}: --threads 1 / default = {r1:.2f}x,"
+                                  f" --threads 2 / default = {r2:.2f}x (information only: the default here is"
+                                  f" {default} thread(s))")
+            r = same_run_ratio(c[prefix + "cs_ndjson_file_t1"], c[prefix + "cs_ndjson_file"])
+            verdict(None, f"{who}{n} rows: into a file (-o), ndjson: --threads 1 / default = {r:.2f}x (information only)")
         if len(sizes) >= 2:
             ns = sorted(sizes)
             lo, hi = ns[0], ns[-1]
@@ -394,6 +480,18 @@ def main() -> int:
                 verdict(rss <= 16 * MIB + 2 * line,
                         f"{who}huge row ({line / MIB:.1f} MiB line): peak RSS {what} = {rss / MIB:.1f} MiB"
                         f" = 16 MiB + {(rss - 16 * MIB) / line:.2f} x line (target <= 16 MiB + 2 x line)")
+    # Issue 16, item 1: two exports at once against one after the other.
+    for prefix, _ in tools:
+        who = f"[{prefix[:-1]}] " if prefix else ""
+        once, seq = multi["cons"][prefix + "multi_once"], multi["cons"][prefix + "multi_seq"]
+        r = same_run_ratio(once, seq)
+        n = multi["rows"]
+        ok = (r <= 0.6) if n >= 1_000_000 else None
+        why = "" if n >= 1_000_000 else "; the issue sets this target at 1M rows"
+        verdict(ok, f"{who}two {n}-row ZIP exports with --output-dir: at once / one after the other = {r:.2f}x"
+                    f" (target <= 0.6x; issue 16{why})")
+        rss = max(x["rss"] for x in once.runs.values())
+        verdict(None, f"{who}two {n}-row ZIP exports at once: peak RSS = {rss / MIB:.1f} MiB (information only)")
     if problems:
         verdict(False, "correctness: " + "; ".join(problems))
     else:
@@ -445,17 +543,20 @@ def main() -> int:
           f" ZIP {sz['export.zip'] / 1e6:.1f} MB; gzip {sz['export.ndjson.gz'] / 1e6:.1f} MB;"
           f" longest line {meta['longest_line_bytes']:,} bytes. {note}")
         w("")
-        w("| contender | input | runs | median wall s (min–max) | MB/s of input | rows/s | median CPU s | peak RSS MiB | x inflate-only | x cipherstream |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| contender | input | runs | median wall s (min–max) | MB/s of input | rows/s | median CPU s | peak RSS MiB | x inflate-only | x cipherstream"
+          " | through a pipe: median wall s | x into the sink |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k, con in sorted(c.items(), key=lambda kv: ":" in kv[0]):  # stable: candidates last
             walls = [x["wall"] for x in con.runs.values()]
             med = con.median("wall")
             rss = max(x["rss"] for x in con.runs.values())
             ri = same_run_ratio(con, c["inflate"]) if "inflate" in c else None
             rc = same_run_ratio(con, c["cs_zip"])
+            twin = s.get("pipe", {}).get(k)
+            piped = f"{fmt_s(twin.median('wall'))} | {same_run_ratio(twin, con):.2f}" if twin and twin.runs else " | "
             w(f"| {con.label} | {con.input_name} | {len(walls)} | {fmt_s(med)} ({fmt_s(min(walls))}–{fmt_s(max(walls))})"
               f" | {con.input_bytes / med / 1e6:,.0f} | {con.rows / med:,.0f} | {fmt_s(con.median('cpu'))} | {rss / MIB:.1f}"
-              f" | {'' if ri is None else f'{ri:.2f}'} | {'' if rc is None else f'{rc:.2f}'} |")
+              f" | {'' if ri is None else f'{ri:.2f}'} | {'' if rc is None else f'{rc:.2f}'} | {piped} |")
 
     for n, s in sizes.items():
         note = ""
@@ -464,6 +565,23 @@ def main() -> int:
         table(f"{n:,}-row export", s, note)
     if huge:
         table(f"Huge-row export (one {a.huge_mib} MiB plaintext)", huge)
+
+    w("")
+    w("## Several inputs at once (issue 16)")
+    w("")
+    w(f"Two {multi['rows']:,}-row ZIP exports (the same export under two names) decrypted with `--output-dir` into")
+    w(f"`{multi_out}`: in one run (the inputs run at once, each with its share of the"
+      " threads), and one after the other (two runs of the same binary, one shell). Each output is synced before it is put in place, in both.")
+    w("")
+    w("| contender | inputs | runs | median wall s (min–max) | median CPU s | peak RSS MiB | x one after the other |")
+    w("|---|---|---:|---:|---:|---:|---:|")
+    for prefix, _ in tools:
+        once, seq = multi["cons"][prefix + "multi_once"], multi["cons"][prefix + "multi_seq"]
+        for con in (once, seq):
+            walls = [x["wall"] for x in con.runs.values()]
+            rss = max(x["rss"] for x in con.runs.values())
+            w(f"| {con.label} | {con.input_name} | {len(walls)} | {fmt_s(con.median('wall'))} ({fmt_s(min(walls))}–{fmt_s(max(walls))})"
+              f" | {fmt_s(con.median('cpu'))} | {rss / MIB:.1f} | {same_run_ratio(con, seq):.2f} |")
 
     if critical:
         w("")
@@ -496,6 +614,8 @@ def main() -> int:
     w(Path(HERE / "METHOD.md").read_text().strip())
     w("")
     a.out.write_text("\n".join(out) + "\n")
+    shutil.rmtree(multi_out, ignore_errors=True)
+    (a.work / "out.ndjson").unlink(missing_ok=True)
 
     print("")
     for ok, text in verdicts:

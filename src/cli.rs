@@ -150,7 +150,9 @@ pub struct ReadArgs {
     #[arg(long, value_name = "WEBHOOK_JSON")]
     pub expect_rows_from: Option<PathBuf>,
 
-    /// Decryption threads [default: the number of available cores].
+    /// Decryption threads in all: several inputs with --output-dir, or to verify, run at once
+    /// (one per thread) and share them [default: the available cores; one fewer for a ZIP or
+    /// gzip export decrypted into a pipe, whose reader needs one].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 

@@ -36,6 +36,7 @@ pub fn pipeline_options(max_line_bytes: u64) -> Options {
         max_line_bytes,
         skip_bad_rows: false,
         exact_nonce_check: false,
+        spare_core: false,
     }
 }
 

@@ -5,16 +5,18 @@
 //! file that appears only if every input succeeded; with `--output-dir` each input is its own
 //! atomic file, so a bad third input of five leaves the other four written, its own previous file
 //! untouched, and the run exits with the most severe failure's status, whatever the order of the
-//! inputs (issue 2, item 7; issue 12, item 7).
+//! inputs (issue 2, item 7; issue 12, item 7). Those inputs run several at once when there are
+//! threads to spare, and say everything in input order, as one after another would (`parallel`;
+//! issue 16, item 1); inputs concatenated to standard output or `-o` run one after another.
 
 use std::collections::HashSet;
 use std::io::Write;
 
 use crate::cli::DecryptArgs;
-use crate::cmd::{output_name, report, signals, Reading};
+use crate::cmd::{output_name, parallel, report, signals, Reading};
 use crate::engine::decrypt::Destination;
 use crate::error::{Error, Exit, Result};
-use crate::sink::{AtomicFile, Output};
+use crate::sink::{self, AtomicFile, Output};
 use crate::source::Input;
 
 /// Run `decrypt`.
@@ -71,24 +73,44 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
             }
         }
         refuse_overwriting_inputs(inputs, &dests)?;
+        // Several inputs at once, each with its share of the threads (see `parallel`).
+        let jobs: Vec<Reading> = parallel::shares(inputs.len(), reading.options.threads)
+            .into_iter()
+            .map(|threads| reading.with_threads(threads))
+            .collect();
+        let printer = parallel::Printer::new(reading.show_progress);
+        let failed = |lines: &parallel::Lines<'_>, e: Error| {
+            lines.report(&e);
+            e.exit()
+        };
+        // Each file is written and synced as its input runs, and put in place only once every
+        // input before it has been put in place or reported (see `parallel::in_order`).
+        let exits = parallel::in_order(
+            inputs.len(),
+            jobs.len(),
+            &printer,
+            |i, job, lines| {
+                let dest = &dests[i];
+                let result = AtomicFile::create(dest).and_then(|mut file| {
+                    let name = dest.display().to_string();
+                    let sink = Destination {
+                        writer: &mut file,
+                        name: &name,
+                        written: None,
+                    };
+                    jobs[job].process_with(&inputs[i], Some(sink), "decrypted", lines)?;
+                    file.sync()?;
+                    Ok(file)
+                });
+                result.map_err(|e| failed(lines, e))
+            },
+            |result, lines| result.and_then(|file| file.commit().map_err(|e| failed(lines, e))),
+        );
         let mut worst: Option<Exit> = None;
         let mut failed = 0;
-        for (input, dest) in inputs.iter().zip(&dests) {
-            let result = AtomicFile::create(dest).and_then(|mut file| {
-                let name = dest.display().to_string();
-                let sink = Destination {
-                    writer: &mut file,
-                    name: &name,
-                    written: None,
-                };
-                reading.process(input, Some(sink), "decrypted")?;
-                file.commit()
-            });
-            if let Err(e) = result {
-                report(&e);
-                failed += 1;
-                worst = Some(worst.map_or(e.exit(), |w| w.most_severe(e.exit())));
-            }
+        for exit in exits.into_iter().filter_map(|r| r.err()) {
+            failed += 1;
+            worst = Some(worst.map_or(exit, |w| w.most_severe(exit)));
         }
         return match worst {
             None => Ok(()),
@@ -100,10 +122,16 @@ pub fn run(args: &DecryptArgs) -> Result<()> {
         };
     }
 
+    let into_pipe = sink::stdout_is_pipe();
+    if into_pipe {
+        sink::grow_stdout_pipe();
+    }
+    let mut reading = reading.to_stdout();
+    // The pipe's reader (`jq`, `gzip`, a loader) is another process that needs a core too.
+    reading.options.spare_core = into_pipe && args.read.threads.is_none();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let rows_to_stdout = signals::rows_to_stdout();
-    let reading = reading.to_stdout();
     // With --skip-bad-rows an input whose bad rows were skipped has still been written (its rows
     // that authenticated are the salvage asked for) and the run goes on; any other error stops it.
     let mut salvaged = Vec::new();

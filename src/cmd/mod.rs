@@ -11,6 +11,7 @@ pub mod encrypt;
 pub mod fetch;
 pub mod helper;
 pub mod keygen;
+pub mod parallel;
 pub mod signals;
 pub mod verify;
 pub mod webhook;
@@ -68,6 +69,7 @@ pub fn run(cli: Cli) -> Exit {
 }
 
 /// Everything resolved from [`ReadArgs`] that processing an input needs.
+#[derive(Clone)]
 pub struct Reading {
     /// Opens rows with the keys and customer id (a fresh copy per input: [`RowOpener::for_input`]).
     pub opener: RowOpener,
@@ -133,6 +135,7 @@ impl Reading {
                 max_line_bytes: args.max_line_bytes,
                 skip_bad_rows,
                 exact_nonce_check: exact_nonces,
+                spare_core: false,
             },
             member: args.member.clone(),
             expect_rows,
@@ -151,23 +154,43 @@ impl Reading {
         self
     }
 
+    /// The same, with `threads` worker threads (an input's share when several run at once).
+    pub fn with_threads(&self, threads: usize) -> Reading {
+        let mut reading = self.clone();
+        reading.options.threads = threads;
+        reading
+    }
+
     /// Process one input (decrypting into `sink`, or verifying when `sink` is `None`) and apply
-    /// the checks that follow the rows: skipped rows, the expected count, nonce reuse.
+    /// the checks that follow the rows: skipped rows, the expected count, nonce reuse. Warnings
+    /// and the summary line are printed as they come.
     pub fn process(
         &self,
         input: &Input,
         sink: Option<Destination<'_>>,
         verb: &str,
     ) -> Result<Summary> {
+        let printer = parallel::Printer::direct();
+        self.process_with(input, sink, verb, &parallel::Lines::direct(&printer))
+    }
+
+    /// [`Reading::process`], saying its warnings and summary line through `lines`.
+    pub fn process_with(
+        &self,
+        input: &Input,
+        sink: Option<Destination<'_>>,
+        verb: &str,
+        lines: &parallel::Lines<'_>,
+    ) -> Result<Summary> {
         let name = input.name();
-        let progress = Progress::new(self.show_progress, &name);
+        let progress = lines.progress(self.show_progress, &name);
+        let warnings = lines.warnings(&progress);
         let opener = self.opener.for_input();
         let result = Source::new(input)
             .network(self.network.clone())
             .ndjson(self.member.as_deref())
             .and_then(|ndjson| {
-                let warn = Stderr(Some(&progress));
-                engine::decrypt::run(ndjson, &opener, &self.options, sink, &progress, &warn)
+                engine::decrypt::run(ndjson, &opener, &self.options, sink, &progress, &warnings)
             });
         let summary = match result {
             Ok(s) => s,
@@ -179,7 +202,7 @@ impl Reading {
         // verify (exact) turns reuse into an error of its own; decrypt only warns.
         if !self.options.exact_nonce_check {
             for &(first, later) in &summary.nonce_reuse {
-                Stderr(Some(&progress)).warn(Warning::NonceReuse {
+                warnings.warn(Warning::NonceReuse {
                     input: name.clone(),
                     first,
                     later,
@@ -210,7 +233,13 @@ impl Reading {
                 });
             }
         }
-        finish(&progress, &format!("{name}: {verb} {} rows", summary.rows));
+        if let Some(took) = progress.finish() {
+            lines.err(format!(
+                "{name}: {verb} {} rows in {:.2}s",
+                summary.rows,
+                took.as_secs_f64()
+            ));
+        }
         Ok(summary)
     }
 

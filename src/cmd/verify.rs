@@ -1,15 +1,15 @@
 //! `cipherstream verify`: authenticate every row, write no plaintext, summarise each input.
 //!
 //! Every input is checked even when an earlier one failed (a check should report everything it
-//! can); the exit status is the most severe failure's (`Exit::most_severe`), whatever the order. Unlike `decrypt`, nonce reuse is checked exactly
+//! can); the exit status is the most severe failure's (`Exit::most_severe`), whatever the order.
+//! Several inputs run at once when there are threads to spare, and every line comes out in input
+//! order (`parallel`; issue 16, item 1). Unlike `decrypt`, nonce reuse is checked exactly
 //! and is a failure (exit 3): an export with a repeated nonce can no longer be trusted.
-
-use std::io::Write;
 
 use serde_json::json;
 
 use crate::cli::VerifyArgs;
-use crate::cmd::{report, Reading};
+use crate::cmd::{parallel, Reading};
 use crate::engine::decrypt::Summary;
 use crate::error::{Error, Exit, Result};
 use crate::text;
@@ -18,35 +18,45 @@ use crate::text;
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let reading = Reading::resolve(&args.read, true, false)?;
     let inputs = &args.read.inputs;
+    // Several inputs at once, each with its share of the threads, every line in input order
+    // (see `parallel`; issue 16, item 1).
+    let jobs: Vec<Reading> = parallel::shares(inputs.len(), reading.options.threads)
+        .into_iter()
+        .map(|threads| reading.with_threads(threads))
+        .collect();
+    let printer = parallel::Printer::new(reading.show_progress);
+    let exits = parallel::in_order(
+        inputs.len(),
+        jobs.len(),
+        &printer,
+        |i, job, lines| {
+            let name = inputs[i].name();
+            let result = jobs[job]
+                .process_with(&inputs[i], None, "verified", lines)
+                .and_then(|s| nonce_verdict(&name, s));
+            let line = match &result {
+                Ok(summary) if args.json => text::json(&json_ok(&name, summary)),
+                Ok(summary) => text_ok(&name, summary),
+                Err(e) if args.json => text::json(&json_err(&name, e)),
+                Err(_) => format!("{name}: FAILED"),
+            };
+            if let Err(e) = &result {
+                lines.report(e);
+            }
+            // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
+            // neither stops the checking of the other inputs nor hides a failure.
+            lines.out(line);
+            result.map(drop).map_err(|e| e.exit())
+        },
+        |result, _| result,
+    );
     let mut worst: Option<Exit> = None;
     let mut failed = 0;
-    let mut unwritten = None;
-    for input in inputs {
-        let name = input.name();
-        let result = reading
-            .process(input, None, "verified")
-            .and_then(|s| nonce_verdict(&name, s));
-        let line = match &result {
-            Ok(summary) if args.json => text::json(&json_ok(&name, summary)),
-            Ok(summary) => text_ok(&name, summary),
-            Err(e) if args.json => text::json(&json_err(&name, e)),
-            Err(_) => format!("{name}: FAILED"),
-        };
-        if let Err(e) = &result {
-            report(e);
-            failed += 1;
-            worst = Some(worst.map_or(e.exit(), |w| w.most_severe(e.exit())));
-        }
-        // The exit status is the verdict: a reader that went away (`| head -1`, a closed pipe)
-        // neither stops the checking of the other inputs nor hides a failure.
-        if unwritten.is_none() {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                unwritten = Some(e);
-            }
-        }
+    for exit in exits.into_iter().filter_map(|r| r.err()) {
+        failed += 1;
+        worst = Some(worst.map_or(exit, |w| w.most_severe(exit)));
     }
-    match (worst, unwritten) {
+    match (worst, printer.stdout_error()) {
         (Some(exit), _) => Err(Error::Inputs {
             failed,
             total: inputs.len(),

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress display for one input (or nothing).
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The group the bar is drawn in, with the bars of the other inputs running at once.
+    group: Option<MultiProgress>,
     bytes: Mutex<Option<Arc<AtomicU64>>>,
     started: Instant,
 }
@@ -30,6 +32,24 @@ impl Progress {
         });
         Progress {
             bar,
+            group: None,
+            bytes: Mutex::new(None),
+            started: Instant::now(),
+        }
+    }
+
+    /// A bar labelled `label` in `group`, drawn with the bars of the other inputs that run at
+    /// the same time (the group is drawn only on a terminal); it leaves the group when it ends.
+    pub fn in_group(group: &MultiProgress, label: &str) -> Progress {
+        // Added to the group before it can draw: a bar drawn on its own first would be left on
+        // the screen.
+        let bar = group.add(ProgressBar::hidden());
+        bar.set_style(spinner_style());
+        bar.set_prefix(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Progress {
+            bar: Some(bar),
+            group: Some(group.clone()),
             bytes: Mutex::new(None),
             started: Instant::now(),
         }
@@ -67,7 +87,7 @@ impl Progress {
     /// on the terminal (printed by the caller: this module only draws the bar).
     pub fn finish(&self) -> Option<Duration> {
         let bar = self.bar.as_ref()?;
-        bar.finish_and_clear();
+        self.clear(bar);
         Some(self.started.elapsed())
     }
 
@@ -82,7 +102,14 @@ impl Progress {
     /// Clear the bar without a summary (before an error message).
     pub fn abandon(&self) {
         if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+            self.clear(bar);
+        }
+    }
+
+    fn clear(&self, bar: &ProgressBar) {
+        bar.finish_and_clear();
+        if let Some(group) = &self.group {
+            group.remove(bar);
         }
     }
 }

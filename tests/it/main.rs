@@ -7,6 +7,7 @@ mod hardening;
 mod hostile;
 mod json_diff;
 mod keys;
+mod multi;
 mod net;
 mod props;
 mod readme;

@@ -122,6 +122,7 @@ fn decrypt(
         max_line_bytes: 1 << 20,
         skip_bad_rows: false,
         exact_nonce_check: true,
+        spare_core: false,
     };
     let mut out = Vec::new();
     let result = Source::new(&input).ndjson(None).and_then(|ndjson| {
