@@ -124,23 +124,26 @@ impl Client {
         })
     }
 
-    /// `GET` the object from byte `from` on (`Range: bytes=from-`), conditional on
-    /// `if_match` (the ETag first seen) so a resumed range is of the same object. A transport
+    /// `GET` the object from byte `from` on (`Range: bytes=from-`), or only up to byte `to`
+    /// inclusive (`Range: bytes=from-to`), conditional on `if_match` (the ETag first seen) so a
+    /// resumed range is of the same object. A transport
     /// failure (connection refused or reset, a timeout, TLS) is returned as its description: the
     /// caller decides whether to retry; the URL is never part of it.
     pub fn get(
         &self,
         url: &DownloadUrl,
         from: u64,
+        to: Option<u64>,
         if_match: Option<&str>,
     ) -> std::result::Result<Answer, String> {
         // Always a range, `bytes=0-` too: the answer then says the object's total and ETag in
         // its Content-Range, and a reader that only wants the first bytes does not start a
         // whole-object transfer it will drop.
-        let mut request = self
-            .agent
-            .get(url.secret_text())
-            .header("Range", format!("bytes={from}-"));
+        let range = match to {
+            Some(to) => format!("bytes={from}-{to}"),
+            None => format!("bytes={from}-"),
+        };
+        let mut request = self.agent.get(url.secret_text()).header("Range", range);
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }

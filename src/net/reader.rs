@@ -84,6 +84,7 @@ impl RemoteReader {
                 self.retries,
                 self.pos,
                 &*self.warn,
+                &|| false,
             )?;
         }
     }
@@ -92,7 +93,7 @@ impl RemoteReader {
     fn try_connect(&mut self) -> Result<Option<String>> {
         let first = self.etag.is_none() && self.total == 0 && self.pos == 0;
         let if_match = self.etag.as_deref().filter(|e| strong(e));
-        let answer = match self.client.get(&self.url, self.pos, if_match) {
+        let answer = match self.client.get(&self.url, self.pos, None, if_match) {
             Ok(answer) => answer,
             Err(why) => return Ok(Some(why)),
         };

@@ -51,6 +51,7 @@ pub mod nginx;
 pub mod proxy;
 pub mod seaweed;
 mod smoke;
+mod speed;
 
 use std::fs::File;
 use std::io::{Read, Write};
