@@ -165,6 +165,11 @@ pub struct NetArgs {
     /// connection counts as stalled and is made again.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout: u64,
+
+    /// For an INPUT that is a URL: connections reading ahead at once, each a range of the export
+    /// (a server that limits each connection's speed is then not the bottleneck).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub connections: u8,
 }
 
 impl NetArgs {
@@ -177,6 +182,7 @@ impl NetArgs {
                 https_only: true,
             },
             retries: self.retries,
+            connections: usize::from(self.connections),
         }
     }
 }

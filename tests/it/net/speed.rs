@@ -1,7 +1,7 @@
-//! Parallel `fetch` (issue 13, items 4 and 5) against real servers through the fault proxy:
-//! resets on several connections, a kill -9 mid-download, a state file of an older version, and
-//! nothing but retry lines on a stderr that is not a terminal. No test here is timed: the speed is
-//! the benchmark's.
+//! Parallel `fetch` and read-ahead for `decrypt URL` (issue 13, items 4 and 5) against real
+//! servers through the fault proxy: resets on several connections, a kill -9 mid-download, a state
+//! file of an older version, a decrypt through resets, and nothing but retry lines on a stderr that
+//! is not a terminal. No test here is timed: the speed is the benchmark's.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -269,4 +269,92 @@ fn a_state_file_of_an_older_version_is_not_trusted() {
         )
     );
     assert_eq!(ranges(&proxy), ["bytes=0-"]);
+}
+
+#[test]
+fn decrypt_url_reads_ahead_on_several_connections_through_resets() {
+    let Some(web) = plain_nginx("decrypt_url_reads_ahead", None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // About 6 MB of rows, encrypted by cipherstream itself.
+    let plain = dir.path().join("plain.ndjson");
+    let mut rows = String::new();
+    for i in 0..40_000 {
+        rows.push_str(&format!(
+            "{{\"id\":{i},\"note\":\"{}\"}}\n",
+            "abcdefghij".repeat(12)
+        ));
+    }
+    std::fs::write(&plain, &rows).unwrap();
+    let key = dir.path().join("k.key");
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let export = dir.path().join("rows.ndjson.gz");
+    let made = cipherstream()
+        .arg("encrypt")
+        .arg(&plain)
+        .arg("-o")
+        .arg(&export)
+        .args(["--format", "gzip", "--customer-id", "cust_1", "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let bytes = std::fs::read(&export).unwrap();
+    assert!(bytes.len() > 4 << 20, "{} bytes", bytes.len());
+    web.put("rows.ndjson.gz", &bytes);
+    // The first request passes; read-ahead connections are reset, closed and refused.
+    let proxy = Proxy::http(
+        web.addr(),
+        first(vec![
+            Fault::Pass,
+            Fault::Reset { after: 300_000 },
+            Fault::Close { after: 100_000 },
+            Fault::Pass,
+            Fault::Status { code: 503 },
+            Fault::Reset { after: 10 },
+        ]),
+    );
+    let dest = dir.path().join("out.ndjson");
+    let out = cipherstream()
+        .args([
+            "decrypt",
+            &via(&proxy, "rows.ndjson.gz"),
+            "--customer-id",
+            "cust_1",
+        ])
+        .arg("--key-file")
+        .arg(&key)
+        .arg("-o")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        std::fs::read_to_string(&dest).unwrap() == rows,
+        "rows differ"
+    );
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.starts_with("warning: ") && l.contains("; retry ")),
+        "{stderr}"
+    );
+    // It read ahead in closed ranges of 1 MiB, each conditional on the ETag.
+    let etag = web_etag(&web, "rows.ndjson.gz");
+    let seen = proxy.requests();
+    let closed: Vec<_> = seen
+        .iter()
+        .filter(|r| r.header("range").is_some_and(|v| !v.ends_with('-')))
+        .collect();
+    assert!(closed.len() >= 4, "{:?}", ranges(&proxy));
+    for r in &seen[1..] {
+        assert_eq!(r.header("if-match"), Some(etag.as_str()), "{}", r.line);
+    }
 }
