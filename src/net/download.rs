@@ -467,8 +467,12 @@ impl Run<'_> {
         retries: u32,
     ) -> std::result::Result<(), Stop> {
         // One connection when the ranges cannot be checked (no strong ETag: If-Match cannot name
-        // the object) or the size is unknown; else up to the option, if the object is big enough.
-        let parallel = state.etag.as_deref().is_some_and(strong) && state.total.is_some();
+        // the object), the size is unknown, or the server answered the first range with the
+        // whole object (it ignores Range: every other range would be the whole object again);
+        // else up to the option, if the object is big enough.
+        let ranges_work = opened.as_ref().is_none_or(|o| o.answer.status == 206);
+        let parallel =
+            ranges_work && state.etag.as_deref().is_some_and(strong) && state.total.is_some();
         let connections = if parallel {
             self.options.connections.max(1)
         } else {

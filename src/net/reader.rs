@@ -55,6 +55,9 @@ pub struct RemoteReader {
     connections: usize,
     /// Bytes read in order since the start or the last seek.
     in_order: u64,
+    /// The server answered a range with `206` (not the whole object with `200`): reading ahead
+    /// in ranges works.
+    ranges_work: bool,
     /// The read-ahead window, when reading in order.
     ahead: Option<Arc<Ahead>>,
     /// Set when the work this reader feeds has stopped (the decrypt engine's cancel flag): a
@@ -85,6 +88,7 @@ impl RemoteReader {
             warn: Arc::from(warn),
             connections: connections.max(1),
             in_order: 0,
+            ranges_work: false,
             ahead: None,
             stop,
         };
@@ -134,6 +138,9 @@ impl RemoteReader {
         let changed = || Error::ObjectChanged {
             url: self.url.shown().to_owned(),
         };
+        if matches!(answer.status, 200 | 206) {
+            self.ranges_work = answer.status == 206;
+        }
         match answer.status {
             200 if self.pos == 0 => {
                 if !first && answer.content_length != Some(self.total) {
@@ -270,6 +277,7 @@ impl Read for RemoteReader {
                     self.in_order += n as u64;
                     if self.in_order >= SEQUENTIAL
                         && self.connections > 1
+                        && self.ranges_work
                         && self.total - self.pos > CHUNK
                     {
                         // Reading in order: fetch ahead from here on several connections.

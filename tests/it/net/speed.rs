@@ -277,36 +277,7 @@ fn decrypt_url_reads_ahead_on_several_connections_through_resets() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // About 6 MB of rows, encrypted by cipherstream itself.
-    let plain = dir.path().join("plain.ndjson");
-    let mut rows = String::new();
-    for i in 0..40_000 {
-        rows.push_str(&format!(
-            "{{\"id\":{i},\"note\":\"{}\"}}\n",
-            "abcdefghij".repeat(12)
-        ));
-    }
-    std::fs::write(&plain, &rows).unwrap();
-    let key = dir.path().join("k.key");
-    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let export = dir.path().join("rows.ndjson.gz");
-    let made = cipherstream()
-        .arg("encrypt")
-        .arg(&plain)
-        .arg("-o")
-        .arg(&export)
-        .args(["--format", "gzip", "--customer-id", "cust_1", "--key-file"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert_eq!(made.status.code(), Some(0), "{made:?}");
-    let bytes = std::fs::read(&export).unwrap();
-    assert!(bytes.len() > 4 << 20, "{} bytes", bytes.len());
+    let (rows, key, bytes) = export(dir.path());
     web.put("rows.ndjson.gz", &bytes);
     // The first request passes; read-ahead connections are reset, closed and refused.
     let proxy = Proxy::http(
@@ -357,4 +328,109 @@ fn decrypt_url_reads_ahead_on_several_connections_through_resets() {
     for r in &seen[1..] {
         assert_eq!(r.header("if-match"), Some(etag.as_str()), "{}", r.line);
     }
+}
+
+#[test]
+fn a_server_that_ignores_range_is_read_on_one_connection() {
+    let Some(web) = Nginx::start(
+        "a_server_that_ignores_range",
+        nginx::Options {
+            plain: true,
+            ignore_range: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let body = pattern(20 << 20, 11);
+    web.put("whole.zip", &body);
+    let proxy = Proxy::http(web.addr(), |_| Fault::Pass);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("whole.zip");
+    let out = cipherstream()
+        .args(["fetch", &via(&proxy, "whole.zip"), "-o"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(std::fs::read(&dest).unwrap() == body, "the bytes differ");
+    assert_eq!(stderr, "");
+    // The first answer was the whole object: no other range was asked for.
+    assert_eq!(ranges(&proxy), ["bytes=0-"]);
+}
+
+/// About 6 MB of rows, and a gzip export of them (more than 4 MiB) encrypted by cipherstream
+/// itself for customer `cust_1` under the key at the path returned.
+fn export(dir: &Path) -> (String, std::path::PathBuf, Vec<u8>) {
+    let plain = dir.join("plain.ndjson");
+    let mut rows = String::new();
+    for i in 0..40_000 {
+        rows.push_str(&format!(
+            "{{\"id\":{i},\"note\":\"{}\"}}\n",
+            "abcdefghij".repeat(12)
+        ));
+    }
+    std::fs::write(&plain, &rows).unwrap();
+    let key = dir.join("k.key");
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let export = dir.join("rows.ndjson.gz");
+    let made = cipherstream()
+        .arg("encrypt")
+        .arg(&plain)
+        .arg("-o")
+        .arg(&export)
+        .args(["--format", "gzip", "--customer-id", "cust_1", "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    let bytes = std::fs::read(&export).unwrap();
+    assert!(bytes.len() > 4 << 20, "{} bytes", bytes.len());
+    (rows, key, bytes)
+}
+
+#[test]
+fn decrypt_url_from_a_server_that_ignores_range_does_not_read_ahead() {
+    let Some(web) = Nginx::start(
+        "decrypt_url_from_a_server_that_ignores_range",
+        nginx::Options {
+            plain: true,
+            ignore_range: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, key, bytes) = export(dir.path());
+    web.put("rows.ndjson.gz", &bytes);
+    let proxy = Proxy::http(web.addr(), |_| Fault::Pass);
+    let out = cipherstream()
+        .args([
+            "decrypt",
+            &via(&proxy, "rows.ndjson.gz"),
+            "--customer-id",
+            "cust_1",
+        ])
+        .arg("--key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == rows,
+        "rows differ"
+    );
+    assert_eq!(stderr, "");
+    // No range but the whole object was asked for (the container's sniffing may read the start
+    // twice): a range ahead would have brought the whole object again.
+    let asked = ranges(&proxy);
+    assert!(asked.iter().all(|r| r == "bytes=0-"), "{asked:?}");
 }
