@@ -993,6 +993,23 @@ fn finish(
             });
         }
     }
+    // The ranges claimed cover the object; the file must be exactly its size too (bytes past the
+    // end can only be a stale file's, never the object's).
+    let len = part
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot read {}", part_path.display()), e))?
+        .len();
+    if len > have {
+        part.set_len(have)
+            .map_err(|e| Error::io(format!("writing {}", part_path.display()), e))?;
+    } else if len < have {
+        let _ = fs::remove_file(state_path);
+        return Err(Error::DownloadFailed {
+            url: url.shown().to_owned(),
+            why: format!("the partial file holds {len} bytes, not the object's {have}"),
+            tries: 1,
+        });
+    }
     part.sync_all()
         .map_err(|e| Error::io(format!("writing {}", part_path.display()), e))?;
     drop(part);
@@ -1233,6 +1250,55 @@ mod tests {
         assert_eq!(split_point(&segments[1]), 3 * MIN_SEGMENT / 2);
         assert_eq!(splittable(&segments[..1], 0), None);
         assert_eq!(splittable(&[seg(0, u64::MAX)], 0), None);
+    }
+
+    #[test]
+    fn a_file_is_renamed_into_place_only_at_the_object_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.zip");
+        let (part_path, state_path) = companions(&dest).unwrap();
+        let url = DownloadUrl::parse("https://h/a.zip").unwrap();
+        let options = Options {
+            expect_size: None,
+            retries: 0,
+            connections: 1,
+        };
+        let open = |bytes: &[u8]| {
+            fs::write(&part_path, bytes).unwrap();
+            fs::write(&state_path, b"{}").unwrap();
+            File::options()
+                .read(true)
+                .write(true)
+                .open(&part_path)
+                .unwrap()
+        };
+        // Short of the object: an error, and the state is dropped (the next run starts again).
+        let short = finish(
+            &url,
+            &dest,
+            &part_path,
+            &state_path,
+            open(b"abc"),
+            4,
+            &options,
+        );
+        assert!(
+            matches!(short, Err(Error::DownloadFailed { .. })),
+            "{short:?}"
+        );
+        assert!(!dest.exists() && !state_path.exists());
+        // Bytes past the object's end are not the object's.
+        finish(
+            &url,
+            &dest,
+            &part_path,
+            &state_path,
+            open(b"abcdXX"),
+            4,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"abcd");
     }
 
     #[test]
