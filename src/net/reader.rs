@@ -366,6 +366,10 @@ struct Window {
     start: u64,
     /// Failures in a row with no new byte on any of its connections.
     failures: u32,
+    /// Buffers of chunks already read, for the next chunks: the window's memory is allocated
+    /// once, not once per chunk (freed by another thread than the one that allocated it, those
+    /// left the allocator's per-thread arenas fragmented: 34 MB peak instead of about 25).
+    free: Vec<Vec<u8>>,
 }
 
 enum Slot {
@@ -391,6 +395,7 @@ impl Ahead {
                 chunks: BTreeMap::new(),
                 start: reader.pos,
                 failures: 0,
+                free: Vec::new(),
             }),
             changed: Condvar::new(),
         });
@@ -441,7 +446,9 @@ impl Ahead {
                     let n = buf.len().min(data.len() - from);
                     buf[..n].copy_from_slice(&data[from..from + n]);
                     if from + n == data.len() {
-                        window.chunks.remove(&at);
+                        if let Some(Slot::Ready(buf)) = window.chunks.remove(&at) {
+                            window.free.push(buf);
+                        }
                         self.changed.notify_all();
                     }
                     return Ok(n);
@@ -466,7 +473,7 @@ impl Ahead {
     /// A read-ahead thread: take the next chunk while the window has room, fetch it, again.
     fn fetch_chunks(&self) {
         loop {
-            let at = {
+            let (at, buf) = {
                 let mut window = self.window.lock().expect("not poisoned");
                 loop {
                     if self.stopped() {
@@ -477,7 +484,7 @@ impl Ahead {
                         let at = window.next;
                         window.next = (at + CHUNK).min(self.total);
                         window.chunks.insert(at, Slot::Pending);
-                        break at;
+                        break (at, window.free.pop().unwrap_or_default());
                     }
                     if window.next >= self.total {
                         return;
@@ -489,7 +496,7 @@ impl Ahead {
                         .0;
                 }
             };
-            let result = self.fetch(at, (at + CHUNK).min(self.total));
+            let result = self.fetch(at, (at + CHUNK).min(self.total), buf);
             let failed = result.is_err();
             let mut window = self.window.lock().expect("not poisoned");
             if self.halted.load(Ordering::SeqCst) {
@@ -510,11 +517,13 @@ impl Ahead {
         }
     }
 
-    /// The bytes `[from, to)`, by conditional ranged requests, resuming within the range after a
-    /// failure. A changed object is [`Error::ObjectChanged`], never a splice.
-    fn fetch(&self, from: u64, to: u64) -> Result<Vec<u8>> {
+    /// The bytes `[from, to)` in `data` (a buffer to reuse), by conditional ranged requests,
+    /// resuming within the range after a failure. A changed object is [`Error::ObjectChanged`],
+    /// never a splice.
+    fn fetch(&self, from: u64, to: u64, mut data: Vec<u8>) -> Result<Vec<u8>> {
         let len = (to - from) as usize;
-        let mut data = Vec::with_capacity(len);
+        data.clear();
+        data.reserve_exact(len);
         let changed = || Error::ObjectChanged {
             url: self.url.shown().to_owned(),
         };
