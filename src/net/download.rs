@@ -523,11 +523,20 @@ impl Run<'_> {
             shared.last_checkpoint = Some(Instant::now());
         }
         self.stop.store(false, Ordering::SeqCst);
-        let workers = connections.min(self.shared.lock().expect("not poisoned").segments.len());
+        // The first request's body is for the range at byte 0: that range is its connection's
+        // before any other connection starts (else one might take it, and the body be dropped).
+        let (workers, mut first) = {
+            let mut shared = self.shared.lock().expect("not poisoned");
+            let first = opened.and_then(|opened| {
+                let i = shared.segments.iter().position(|s| s.pos == 0)?;
+                shared.segments[i].taken = true;
+                Some((i, opened))
+            });
+            (connections.min(shared.segments.len()), first)
+        };
         std::thread::scope(|scope| {
-            let mut opened = opened;
             for i in 0..workers.max(1) {
-                let first = if i == 0 { opened.take() } else { None };
+                let first = if i == 0 { first.take() } else { None };
                 scope.spawn(move || self.connection(first, parallel));
             }
         });
@@ -549,12 +558,17 @@ impl Run<'_> {
     }
 
     /// One connection: take a range (or half of the largest one left), fetch it, again.
-    fn connection(&self, mut opened: Option<Opened>, parallel: bool) {
+    /// `first`: the range already taken for it, with the first request's body.
+    fn connection(&self, mut first: Option<(usize, Opened)>, parallel: bool) {
         loop {
-            let Some(index) = self.take(parallel, opened.is_some()) else {
-                return;
+            let (index, opened) = match first.take() {
+                Some((index, opened)) => (index, Some(opened)),
+                None => match self.take(parallel) {
+                    Some(index) => (index, None),
+                    None => return,
+                },
             };
-            let result = self.segment(index, opened.take());
+            let result = self.segment(index, opened);
             let mut shared = self.shared.lock().expect("not poisoned");
             shared.segments[index].taken = false;
             if let Err(stop) = result {
@@ -568,8 +582,7 @@ impl Run<'_> {
     }
 
     /// A range for an idle connection: one nobody is on, else the second half of the largest.
-    /// `first`: the connection holds the body at byte 0, so it takes the range there.
-    fn take(&self, parallel: bool, first: bool) -> Option<usize> {
+    fn take(&self, parallel: bool) -> Option<usize> {
         let mut shared = self.shared.lock().expect("not poisoned");
         if self.stop.load(Ordering::SeqCst) {
             return None;
@@ -577,12 +590,12 @@ impl Run<'_> {
         let free = shared
             .segments
             .iter()
-            .position(|s| !s.taken && s.pos < s.end && (!first || s.pos == 0));
+            .position(|s| !s.taken && s.pos < s.end);
         if let Some(i) = free {
             shared.segments[i].taken = true;
             return Some(i);
         }
-        if !parallel || first {
+        if !parallel {
             return None;
         }
         let i = splittable(&shared.segments, COPY_CHUNK as u64)?;
