@@ -269,10 +269,11 @@ pub fn fetch(
     let mut resumed = state.have();
     let mut retries = 0u32;
     let mut failures_in_a_row = 0u32;
-    loop {
-        let outcome = if state.total == Some(state.have()) && state.total.is_some() {
-            Ok(())
-        } else if state.done.is_empty() {
+    let complete = |state: &State| state.total.is_some() && state.total == Some(state.have());
+    while !complete(&state) {
+        let first = state.done.is_empty();
+        let outcome = if first {
+            // `Ok` also when the request failed and its wait is over: then it is made again.
             run.first(&mut state, failures_in_a_row, retries)
         } else {
             run.rest(&mut state, None, failures_in_a_row, retries)
@@ -283,7 +284,21 @@ pub fn fetch(
             failures_in_a_row = shared.failures_in_a_row;
         }
         match outcome {
-            Ok(()) => break,
+            Ok(()) if first || complete(&state) => {}
+            Ok(()) => {
+                // Every connection ended with ranges still missing: a failure like any other.
+                failures_in_a_row += 1;
+                wait_to_retry(
+                    url,
+                    "the connections ended before the object did".into(),
+                    failures_in_a_row,
+                    options.retries,
+                    state.have(),
+                    warn,
+                    &|| false,
+                )?;
+                retries += 1;
+            }
             Err(Stop::Fatal(e)) => return Err(e),
             Err(Stop::Restart(why)) => {
                 warn.warn(Warning::DownloadRestarted {

@@ -441,3 +441,42 @@ fn decrypt_url_from_a_server_that_ignores_range_does_not_read_ahead() {
     let asked = ranges(&proxy);
     assert!(asked.iter().all(|r| r == "bytes=0-"), "{asked:?}");
 }
+
+#[test]
+fn a_first_request_that_fails_is_made_again() {
+    let Some(web) = plain_nginx("a_first_request_that_fails", None) else {
+        return;
+    };
+    let body = pattern(12 << 20, 13);
+    web.put("late.zip", &body);
+    // The first request is refused (503); the next one's body is reset before its first byte.
+    let proxy = Proxy::http(
+        web.addr(),
+        first(vec![Fault::Status { code: 503 }, Fault::Reset { after: 0 }]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("late.zip");
+    let out = cipherstream()
+        .args(["fetch", &via(&proxy, "late.zip"), "-o"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(std::fs::read(&dest).unwrap() == body, "the bytes differ");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: {}: the server answered 503 at byte 0; retry 1 of 8 in ",
+            via(&proxy, "late.zip")
+        )),
+        "{stderr}"
+    );
+    // (Retry 1 or 2: the other range's new bytes may have come first, and they are progress.)
+    assert!(lines[1].contains("at byte 0; retry "), "{stderr}");
+    // Asked again: the whole object, then (its size known) the first range alone.
+    let asked = ranges(&proxy);
+    assert_eq!(asked[..2], ["bytes=0-", "bytes=0-"], "{asked:?}");
+    assert!(asked.contains(&"bytes=0-6291455".to_owned()), "{asked:?}");
+}
