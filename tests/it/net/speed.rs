@@ -480,3 +480,69 @@ fn a_first_request_that_fails_is_made_again() {
     assert_eq!(asked[..2], ["bytes=0-", "bytes=0-"], "{asked:?}");
     assert!(asked.contains(&"bytes=0-6291455".to_owned()), "{asked:?}");
 }
+
+#[test]
+fn a_failed_input_stops_its_download_before_the_next_input_is_read() {
+    let test = "a_failed_input_stops_its_download";
+    let Some(fast) = plain_nginx(test, None) else {
+        return;
+    };
+    // The second input takes about 4 s: 2 MB at 500 kB/s on one connection.
+    let Some(slow) = plain_nginx(test, Some(500_000)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key, good) = export(dir.path());
+    slow.put("good.ndjson.gz", &good[..]);
+    // The first input is sealed for another customer: row 0 fails (exit 3) while its download,
+    // cut after 600 kB and refused from then on, waits to retry (up to 30 s a wait).
+    let plain = dir.path().join("other.ndjson");
+    std::fs::write(&plain, "{\"n\":1}\n".repeat(200_000)).unwrap();
+    let other = dir.path().join("other.export");
+    let made = cipherstream()
+        .arg("encrypt")
+        .arg(&plain)
+        .arg("-o")
+        .arg(&other)
+        .args([
+            "--format",
+            "ndjson",
+            "--customer-id",
+            "cust_other",
+            "--key-file",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(made.status.code(), Some(0), "{made:?}");
+    fast.put("bad.ndjson", &std::fs::read(&other).unwrap());
+    // (Two connections pass 600 kB: the container's sniffing reads the start, then reads again
+    // from byte 0.)
+    let refusing = Proxy::http(fast.addr(), |i| match i {
+        0 | 1 => Fault::Close { after: 600_000 },
+        _ => Fault::Status { code: 503 },
+    });
+    let slow_proxy = Proxy::http(slow.addr(), |_| Fault::Pass);
+    let bad_url = via(&refusing, "bad.ndjson");
+    let out = cipherstream()
+        .args(["verify", &bad_url, &via(&slow_proxy, "good.ndjson.gz")])
+        .args(["--customer-id", "cust_1", "--retries", "6", "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    // Once the first input's error is reported, its download says nothing more: its retry waits
+    // ended with the run (before, they went on, a line each, while the second input was read).
+    let lines: Vec<&str> = stderr.lines().collect();
+    let failed = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("error: {bad_url}")))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        lines[failed + 1..]
+            .iter()
+            .all(|l| !(l.starts_with("warning: ") && l.contains(&bad_url))),
+        "{stderr}"
+    );
+}
