@@ -407,7 +407,11 @@ impl Run<'_> {
             shared.failures_in_a_row = failures;
             shared.retries = retries;
         }
-        let answer = match self.client.get(self.url, 0, None, None) {
+        let answer = match self
+            .client
+            .get(self.url, 0, None, None)
+            .map_err(Stop::Fatal)?
+        {
             Ok(answer) => answer,
             Err(why) => return self.failed_first(why),
         };
@@ -654,7 +658,9 @@ impl Run<'_> {
                     }
                     // The range's last byte, unless it runs to the end of the object.
                     asked_to = (Some(end) != total && end != u64::MAX).then(|| end - 1);
-                    self.client.get(self.url, pos, asked_to, etag.as_deref())
+                    self.client
+                        .get(self.url, pos, asked_to, etag.as_deref())
+                        .map_err(Stop::Fatal)?
                 }
             };
             let outcome = match answer {
@@ -788,10 +794,7 @@ impl Run<'_> {
                     None => self.copy(answer, index, u64::MAX),
                 }
             }
-            200 => changed(
-                "the server ignored the range asked for and sent the whole object, which cannot \
-                 be joined to the bytes already downloaded",
-            ),
+            200 => changed("the server ignored the range asked for and sent the whole object"),
             416 => changed("the server has fewer bytes than were already downloaded"),
             412 => changed(
                 "the object changed since the download started (its ETag no longer matches)",
