@@ -538,6 +538,12 @@ pub enum Error {
         /// The URL as it may be shown.
         url: String,
     },
+    /// A remote read was stopped because the work it fed stopped (exit 1): what stopped the work
+    /// is the error reported; this one is only what the reader's thread ends with.
+    DownloadStopped {
+        /// The URL as it may be shown.
+        url: String,
+    },
     /// A whole download is not the size announced (`--expect-size`) (exit 1).
     DownloadSize {
         /// The URL as it may be shown.
@@ -1192,6 +1198,9 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "{url}: the object changed while it was being read (its ETag or size moved)"
             ),
+            Error::DownloadStopped { url } => {
+                write!(f, "{url}: the download was stopped before it completed")
+            }
             Error::DownloadSize { url, expected, got } => write!(
                 f,
                 "{url}: the object is {got} bytes, but {expected} were expected"

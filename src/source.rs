@@ -16,6 +16,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::container::{self, Kind, Ndjson};
@@ -151,6 +153,8 @@ pub struct NetOptions {
     pub client: ClientOptions,
     /// Failures in a row without progress before giving up.
     pub retries: u32,
+    /// Connections reading ahead at once.
+    pub connections: usize,
 }
 
 impl Default for NetOptions {
@@ -162,12 +166,14 @@ impl Default for NetOptions {
                 https_only: true,
             },
             retries: 8,
+            connections: 4,
         }
     }
 }
 
-/// Retry lines of a download that runs on the engine's reader thread: printed as they happen,
-/// like the commands' own warnings (`warning: ...` on standard error).
+/// Retry lines of a download, when the caller gave no sink of its own
+/// ([`Source::reporting`]): printed as they happen, like the commands' own warnings
+/// (`warning: ...` on standard error).
 struct PlainStderr;
 
 impl Warn for PlainStderr {
@@ -182,6 +188,10 @@ pub struct Source {
     name: String,
     origin: Origin,
     network: NetOptions,
+    /// Where a download's retry lines go.
+    warn: Box<dyn Warn + Send>,
+    /// Set when the work reading the input stops: a download's waits end.
+    stop: Arc<AtomicBool>,
 }
 
 enum Origin {
@@ -215,7 +225,18 @@ impl Source {
             name: input.name(),
             origin,
             network: NetOptions::default(),
+            warn: Box::new(PlainStderr),
+            stop: Arc::default(),
         }
+    }
+
+    /// Where a URL input's retry lines go (the command's warning sink, out of its progress bar's
+    /// way), and the flag that stops its download when the work reading it stops (the decrypt
+    /// engine's cancel flag).
+    pub fn reporting(mut self, warn: Box<dyn Warn + Send>, stop: Arc<AtomicBool>) -> Source {
+        self.warn = warn;
+        self.stop = stop;
+        self
     }
 
     /// How a URL input is fetched (trust, timeouts, retries).
@@ -231,6 +252,8 @@ impl Source {
             name: name.into(),
             origin: Origin::Bytes(data),
             network: NetOptions::default(),
+            warn: Box::new(PlainStderr),
+            stop: Arc::default(),
         }
     }
 
@@ -248,8 +271,14 @@ impl Source {
                 let mut options = self.network.client.clone();
                 options.https_only = url.is_https();
                 let client = Client::new(&options)?;
-                let reader =
-                    RemoteReader::open(client, url, self.network.retries, Box::new(PlainStderr))?;
+                let reader = RemoteReader::open(
+                    client,
+                    url,
+                    self.network.retries,
+                    self.network.connections,
+                    self.warn,
+                    self.stop,
+                )?;
                 let len = reader.len();
                 Ok(Raw::Seekable(Box::new(reader), len))
             }

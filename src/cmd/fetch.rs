@@ -1,11 +1,13 @@
 //! `cipherstream fetch URL -o PATH`: download an export resumably and atomically (SPEC section 4,
-//! issue 13). The work is `net::download`'s; this resolves the arguments and reports.
+//! issue 13). The work is `net::download`'s; this resolves the arguments and reports: a progress
+//! bar on a terminal (bytes of total, rate, ETA, retries), retry lines above it.
 
 use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::FetchArgs;
 use crate::cmd::Stderr;
+use crate::engine::progress::Progress;
 use crate::error::{Error, Result};
 use crate::net::client::{Client, ClientOptions};
 use crate::net::download::{self, Options};
@@ -28,16 +30,35 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     let options = Options {
         expect_size: args.expect_size,
         retries: args.retries,
+        connections: usize::from(args.connections),
     };
-    let done = download::fetch(&client, &url, &args.output, &options, &Stderr(None))?;
-    if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let progress = Progress::new(!args.quiet, &crate::text::escape(url.shown()));
+    let watch = |have: u64, total: Option<u64>, retries: u32| {
+        progress.download(have, total, retries);
+    };
+    let done = match download::fetch(
+        &client,
+        &url,
+        &args.output,
+        &options,
+        &Stderr(Some(&progress)),
+        &watch,
+    ) {
+        Ok(done) => done,
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
+    if let Some(took) = progress.finish() {
         let _ = writeln!(
             std::io::stderr(),
-            "{}: {} bytes ({} this run, {} retries)",
+            "{}: {} bytes ({} this run, {} retries) in {:.2}s",
             args.output.display(),
             done.bytes,
             done.received,
-            done.retries
+            done.retries,
+            took.as_secs_f64()
         );
     }
     Ok(())

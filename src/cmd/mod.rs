@@ -17,6 +17,7 @@ pub mod verify;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::io::{IsTerminal, Write};
@@ -24,7 +25,7 @@ use std::io::{IsTerminal, Write};
 use crate::cli::{Cli, Command, ReadArgs};
 use crate::engine;
 use crate::engine::decrypt::{Destination, Options, Summary};
-use crate::engine::progress::Progress;
+use crate::engine::progress::{Progress, ProgressHandle};
 use crate::error::{Diagnosis, Error, Exit, Result, RowError};
 use crate::format::record::RowOpener;
 use crate::source::{Input, Source};
@@ -186,12 +187,24 @@ impl Reading {
         let progress = lines.progress(self.show_progress, &name);
         let warnings = lines.warnings(&progress);
         let opener = self.opener.for_input();
+        // The engine's cancel flag, shared with a download's reader so its waits end with the run.
+        let cancel = Arc::new(AtomicBool::new(false));
         let result = Source::new(input)
             .network(self.network.clone())
+            .reporting(Box::new(StderrAbove(progress.handle())), cancel.clone())
             .ndjson(self.member.as_deref())
             .and_then(|ndjson| {
-                engine::decrypt::run(ndjson, &opener, &self.options, sink, &progress, &warnings)
+                engine::decrypt::run_cancellable(
+                    ndjson,
+                    &opener,
+                    &self.options,
+                    sink,
+                    &progress,
+                    &warnings,
+                    cancel.clone(),
+                )
             });
+        cancel.store(true, Ordering::SeqCst);
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
@@ -279,6 +292,18 @@ impl Warn for Stderr<'_> {
             Some(progress) => progress.suspend(print),
             None => print(),
         }
+    }
+}
+
+/// The same sink for another thread (a download's reader): the bar is put out of the way through
+/// its handle.
+struct StderrAbove(ProgressHandle);
+
+impl Warn for StderrAbove {
+    fn warn(&self, warning: Warning) {
+        self.0.suspend(|| {
+            let _ = writeln!(std::io::stderr(), "{}: {warning}", warning.label());
+        });
     }
 }
 

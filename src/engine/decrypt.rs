@@ -174,9 +174,25 @@ pub fn run(
     input: Ndjson,
     opener: &RowOpener,
     opts: &Options,
+    sink: Option<Destination<'_>>,
+    progress: &Progress,
+    warn: &dyn Warn,
+) -> Result<Summary> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    run_cancellable(input, opener, opts, sink, progress, warn, cancel)
+}
+
+/// [`run`], with the cancel flag the run sets when it fails given by the caller: the input's
+/// reader may watch it too (a download's retry waits end as soon as the run stops, well within
+/// `READER_GRACE`).
+pub fn run_cancellable(
+    input: Ndjson,
+    opener: &RowOpener,
+    opts: &Options,
     mut sink: Option<Destination<'_>>,
     progress: &Progress,
     warn: &dyn Warn,
+    cancel: Arc<AtomicBool>,
 ) -> Result<Summary> {
     let Ndjson {
         name,
@@ -185,7 +201,6 @@ pub fn run(
         consumed,
     } = input;
     let threads = worker_threads(opts, meta.kind);
-    let cancel = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicBool::new(false));
     let (work_tx, work_rx) = mpsc::channel::<Work>();
     let work_rx = Arc::new(Mutex::new(work_rx));

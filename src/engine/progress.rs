@@ -1,7 +1,7 @@
 //! The progress bar: on standard error, only when it is a terminal and `--quiet` is not given.
 //!
-//! It shows input bytes consumed of the total (when the total is known), rows, rate and ETA; when it
-//! ends, the caller prints a one-line summary. Scripts and cron jobs (stderr not a terminal) see
+//! It shows input bytes consumed of the total (when the total is known), rows (or, for a download,
+//! retries so far), rate and ETA; when it ends, the caller prints a one-line summary. Scripts and cron jobs (stderr not a terminal) see
 //! nothing.
 
 use std::io::IsTerminal;
@@ -83,6 +83,20 @@ impl Progress {
         }
     }
 
+    /// A download's progress: bytes on disk of the total (once known), and the retries so far.
+    pub fn download(&self, have: u64, total: Option<u64>, retries: u32) {
+        if let Some(bar) = &self.bar {
+            if total.is_some() && bar.length().is_none() {
+                self.set_total(total);
+            }
+            bar.set_position(have);
+            bar.set_message(match retries {
+                1 => "1 retry".to_owned(),
+                n => format!("{n} retries"),
+            });
+        }
+    }
+
     /// Clear the bar. When one was shown, returns how long the work took, for a one-line summary
     /// on the terminal (printed by the caller: this module only draws the bar).
     pub fn finish(&self) -> Option<Duration> {
@@ -99,6 +113,12 @@ impl Progress {
         }
     }
 
+    /// A handle that can put the bar out of the way from another thread (for warnings printed
+    /// there).
+    pub fn handle(&self) -> ProgressHandle {
+        ProgressHandle(self.bar.clone())
+    }
+
     /// Clear the bar without a summary (before an error message).
     pub fn abandon(&self) {
         if let Some(bar) = &self.bar {
@@ -110,6 +130,20 @@ impl Progress {
         bar.finish_and_clear();
         if let Some(group) = &self.group {
             group.remove(bar);
+        }
+    }
+}
+
+/// A [`Progress`]'s bar, shared with another thread, only to print out of its way.
+#[derive(Clone)]
+pub struct ProgressHandle(Option<ProgressBar>);
+
+impl ProgressHandle {
+    /// Run `f` (which prints to stderr) with the bar out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(bar) => bar.suspend(f),
+            None => f(),
         }
     }
 }

@@ -125,24 +125,27 @@ impl Client {
         })
     }
 
-    /// `GET` the object from byte `from` on (`Range: bytes=from-`), conditional on
-    /// `if_match` (the ETag first seen) so a resumed range is of the same object. A transport
-    /// failure (connection refused or reset, a timeout) is returned as its description, inside
-    /// `Ok`: the caller decides whether to retry; the URL is never part of it. A certificate that
-    /// is not trusted is [`Error::Untrusted`]: no retry can fix it.
+    /// `GET` the object from byte `from` on (`Range: bytes=from-`), or only up to byte `to`
+    /// inclusive (`Range: bytes=from-to`), conditional on `if_match` (the ETag first seen) so a
+    /// resumed range is of the same object. A transport failure (connection refused or reset, a
+    /// timeout) is returned as its description, inside `Ok`: the caller decides whether to retry;
+    /// the URL is never part of it. A certificate that is not trusted is [`Error::Untrusted`]: no
+    /// retry can fix it.
     pub fn get(
         &self,
         url: &DownloadUrl,
         from: u64,
+        to: Option<u64>,
         if_match: Option<&str>,
     ) -> Result<std::result::Result<Answer, String>> {
         // Always a range, `bytes=0-` too: the answer then says the object's total and ETag in
         // its Content-Range, and a reader that only wants the first bytes does not start a
         // whole-object transfer it will drop.
-        let mut request = self
-            .agent
-            .get(url.secret_text())
-            .header("Range", format!("bytes={from}-"));
+        let range = match to {
+            Some(to) => format!("bytes={from}-{to}"),
+            None => format!("bytes={from}-"),
+        };
+        let mut request = self.agent.get(url.secret_text()).header("Range", range);
         if url.is_loopback() {
             // Never through a proxy (HTTPS_PROXY and the like): plain http:// is allowed to a
             // loopback address only because its bytes never leave this machine, and a proxy's

@@ -62,6 +62,7 @@ pub mod proxy;
 mod proxying;
 pub mod seaweed;
 mod smoke;
+mod speed;
 mod tls;
 
 use std::fs::File;
