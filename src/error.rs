@@ -493,6 +493,21 @@ pub enum Error {
         /// The seen-file.
         seen_file: PathBuf,
     },
+    /// `webhook serve --tls-cert`/`--tls-key` cannot be used (exit 1); a key's content is never
+    /// quoted.
+    TlsFile {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// `webhook replay`: the verified delivery will not be acted on (exit 1).
+    DeliveryRefused {
+        /// Why, in the receiver's words.
+        why: String,
+        /// Where it was recorded, in the state directory.
+        recorded: PathBuf,
+    },
     /// A download URL is not usable as given (exit 2; the URL is never quoted).
     BadUrl(crate::net::url::UrlProblem),
     /// The download URL has expired (exit 5): ask the vendor for the job again.
@@ -886,6 +901,16 @@ impl Error {
                  nothing was printed"
                     .into(),
             ),
+            Error::TlsFile { .. } => Some(
+                "--tls-cert takes the PEM certificate chain (the server's first) and --tls-key \
+                 its PEM private key (PKCS#8, PKCS#1 or SEC1)"
+                    .into(),
+            ),
+            Error::DeliveryRefused { .. } => Some(
+                "fix the receiver's configuration (e.g. add the --customer-id) and replay the \
+                 delivery again"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -1180,6 +1205,14 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "duplicate delivery: delivery_id {shown} is already recorded in {}",
                 seen_file.display()
+            ),
+            Error::TlsFile { path, why } => {
+                write!(f, "cannot serve TLS with {}: {why}", path.display())
+            }
+            Error::DeliveryRefused { why, recorded } => write!(
+                f,
+                "the delivery is refused: {why} (recorded in {})",
+                recorded.display()
             ),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
             Error::Interrupted { exit, stdout_rows } => {

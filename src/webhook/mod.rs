@@ -13,9 +13,21 @@
 //! - [`body`]: the verified body: JSON, timestamp window, delivery id, announced row count.
 //! - [`seen`]: the seen-file of delivery ids already handed on.
 //!
-//! Reading secrets from files and the environment is the commands' job (`cmd::credentials`).
+//! The receiver (`webhook serve`, issue 14) is built from these and more:
+//!
+//! - [`delivery`]: what a verified body asks for (a job, an event to record, or a refusal).
+//! - [`queue`]: the durable queue of deliveries and jobs, plain files, atomic renames.
+//! - [`log`]: the receiver's log events, as text or JSON lines.
+//! - [`fault`]: fault points for the crash tests (debug builds only).
+//!
+//! Reading secrets from files and the environment is the commands' job (`cmd::credentials`), and
+//! so are printing the log and handling signals (`cmd::webhook`).
 
 pub mod body;
+pub mod delivery;
+pub mod fault;
+pub mod log;
+pub mod queue;
 pub mod seen;
 pub mod signature;
 
