@@ -10,6 +10,7 @@ mod keys;
 mod net;
 mod props;
 mod readme;
+mod serve;
 mod util;
 mod vectors;
 mod webhook;
