@@ -8,7 +8,11 @@
 //! the expected row count into `OUTPUT_DIR/<job_id>.ndjson` through `sink::AtomicFile` (mode
 //! 0600; the file appears only complete), then the job is moved to `done/` and its download
 //! removed. A kill between the output's rename and the move to `done/` redoes the decryption from
-//! the kept download at the next start, and the rename replaces the file with the same bytes.
+//! the kept download at the next start, and the rename replaces the file with the same bytes; an
+//! export found complete at its name (`fetch` renames it there only whole and checked) is not
+//! downloaded again. `tests/it/serve.rs` kills the process at each of these steps (the fault
+//! points of [`crate::webhook::fault`]) and in the middle of a download, and checks that the
+//! restart ends with exactly one correct output and no second download.
 //!
 //! Failures: an I/O error, a download that outlasted its own retries, an object that changed
 //! under it or a key command that failed may pass; the job goes back to the queue with a backoff
@@ -239,14 +243,6 @@ fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(
         .as_ref()
         .ok_or_else(|| Error::Usage("the job has no download URL left".into()))?;
     let url = DownloadUrl::parse(&text.0).map_err(Error::BadUrl)?;
-    if let Some(at) = job.expires_at {
-        if crate::time::now()? >= at {
-            return Err(Error::UrlExpired {
-                url: url.shown().to_owned(),
-                at: Some(at),
-            });
-        }
-    }
     let warn = JobWarn {
         job_id: &job.job_id,
         log,
@@ -258,16 +254,32 @@ fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(
         https_only: url.is_https(),
         ..config.client.clone()
     })?;
-    let got = download::fetch(
-        &client,
-        &url,
-        &export,
-        &download::Options {
-            expect_size: job.file_size_bytes,
-            retries: config.retries,
-        },
-        &warn,
-    )?;
+    // `fetch` puts the export at its name only complete and checked (size and all): one found
+    // there is a download that finished before the process stopped, not to be fetched again.
+    let bytes = match std::fs::metadata(&export) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => {
+            if let Some(at) = job.expires_at {
+                if crate::time::now()? >= at {
+                    return Err(Error::UrlExpired {
+                        url: url.shown().to_owned(),
+                        at: Some(at),
+                    });
+                }
+            }
+            download::fetch(
+                &client,
+                &url,
+                &export,
+                &download::Options {
+                    expect_size: job.file_size_bytes,
+                    retries: config.retries,
+                },
+                &warn,
+            )?
+            .bytes
+        }
+    };
     fault_point("after-download");
     let opener = config
         .openers
@@ -309,7 +321,7 @@ fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(
     fault_point("before-commit");
     file.commit()?;
     fault_point("after-commit");
-    Ok((summary.rows, got.bytes, name))
+    Ok((summary.rows, bytes, name))
 }
 
 #[cfg(test)]
