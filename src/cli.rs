@@ -362,7 +362,7 @@ pub enum WebhookCommand {
     /// Receive the vendor's deliveries over HTTP(S) and turn each job.completed into
     /// OUTPUT_DIR/<job_id>.ndjson, exactly once, from a durable queue.
     #[command(after_help = SERVE_AFTER_HELP)]
-    Serve(WebhookServeArgs),
+    Serve(Box<WebhookServeArgs>),
     /// List the receiver's jobs: queued, running, done and failed.
     Status(WebhookStatusArgs),
     /// Queue a saved delivery again (the vendor's manual redelivery from its dead-letter queue).
@@ -475,6 +475,18 @@ pub struct WebhookServeArgs {
     /// doubles with each try, until the download URL expires.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub retry_backoff: u64,
+
+    /// Command run after each job whose output is complete, such as "/usr/local/bin/load-export":
+    /// split into words as a shell would, run without a shell, standard input closed, told the
+    /// job in its environment only (CIPHERSTREAM_JOB_ID, CIPHERSTREAM_OUTPUT, and
+    /// CIPHERSTREAM_EVENT_FILE, a file holding the delivery's raw body). A failure is retried
+    /// like the job's (the output is not made again); the job is done once it succeeds.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+
+    /// Seconds --exec may run before it is killed, with every process it started.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub exec_timeout: u64,
 
     /// Also trust the certificates in this PEM file for downloads (a TLS-inspecting proxy's CA).
     #[arg(long, value_name = "PATH")]

@@ -501,6 +501,13 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// `webhook serve --exec`: the command run after a job failed (exit 1; the job is retried).
+    ExecFailed {
+        /// The command as messages name it (`--exec "notify"`: its program, not its arguments).
+        command: String,
+        /// What went wrong.
+        why: String,
+    },
     /// `webhook replay`: the verified delivery will not be acted on (exit 1).
     DeliveryRefused {
         /// Why, in the receiver's words.
@@ -1206,6 +1213,7 @@ impl fmt::Display for Unescaped<'_> {
                 "duplicate delivery: delivery_id {shown} is already recorded in {}",
                 seen_file.display()
             ),
+            Error::ExecFailed { command, why } => write!(f, "{command} {why}"),
             Error::TlsFile { path, why } => {
                 write!(f, "cannot serve TLS with {}: {why}", path.display())
             }

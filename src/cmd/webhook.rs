@@ -164,6 +164,13 @@ fn serve(args: &WebhookServeArgs) -> Result<()> {
         },
         retries: args.retries,
         retry_backoff: Duration::from_secs(args.retry_backoff),
+        after: match &args.exec {
+            Some(text) => Some(Box::new(Exec::parse(
+                text,
+                Duration::from_secs(args.exec_timeout),
+            )?)),
+            None => None,
+        },
     };
     let pool = Pool::start(jobs, queue.clone(), Arc::new(config), log.clone());
     let limits = Limits {
@@ -231,7 +238,141 @@ fn serve(args: &WebhookServeArgs) -> Result<()> {
     // now, and no rename can follow while the registry is held).
     let _temps = crate::sink::remove_temporaries_for_exit();
     crate::cmd::helper::kill_all();
+    Exec::kill_all();
     std::process::exit(0)
+}
+
+/// Environment variables an `--exec` command is given.
+pub const ENV_JOB_ID: &str = "CIPHERSTREAM_JOB_ID";
+/// The output file's path, for `--exec`.
+pub const ENV_OUTPUT: &str = "CIPHERSTREAM_OUTPUT";
+/// The delivery's raw body's path, for `--exec`.
+pub const ENV_EVENT_FILE: &str = "CIPHERSTREAM_EVENT_FILE";
+
+/// `--exec CMD`: a command run after each job whose output is complete (issue 14, item 5). Split
+/// into words as a shell would and run without one (as `--key-cmd` is: `cmd::helper`), with
+/// standard input closed, its output on the receiver's standard error, in a process group of its
+/// own that is killed at `--exec-timeout` and when the receiver stops. It learns the job from
+/// its environment only (never from arguments added to it, which a job id would then choose):
+/// `CIPHERSTREAM_JOB_ID`, `CIPHERSTREAM_OUTPUT`, `CIPHERSTREAM_EVENT_FILE` (the delivery's raw
+/// body, mode 0600, removed when the command ends); the secrets the receiver itself may have
+/// been given in its environment are removed from it.
+struct Exec {
+    words: Vec<String>,
+    name: String,
+    timeout: Duration,
+}
+
+/// Process groups of `--exec` commands running now.
+#[cfg(unix)]
+static EXEC_GROUPS: std::sync::Mutex<Vec<rustix::process::Pid>> = std::sync::Mutex::new(Vec::new());
+
+impl Exec {
+    fn parse(text: &str, timeout: Duration) -> Result<Exec> {
+        let words = shlex::split(text)
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| {
+                Error::Usage(
+                    "--exec is not a command: it is empty, or a quote in it is not closed".into(),
+                )
+            })?;
+        Ok(Exec {
+            name: format!("--exec {}", crate::text::quote(&words[0])),
+            words,
+            timeout,
+        })
+    }
+
+    fn kill_all() {
+        #[cfg(unix)]
+        for &group in EXEC_GROUPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+
+    fn failed(&self, why: String) -> Error {
+        Error::ExecFailed {
+            command: self.name.clone(),
+            why,
+        }
+    }
+}
+
+impl worker::AfterJob for Exec {
+    fn run(
+        &self,
+        job_id: &str,
+        output: &std::path::Path,
+        event_file: &std::path::Path,
+    ) -> Result<()> {
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(&self.words[0]);
+        command
+            .args(&self.words[1..])
+            .stdin(Stdio::null())
+            .env_remove(credentials::ENV_KEY)
+            .env_remove(webhook::ENV_SECRET)
+            .env(ENV_JOB_ID, job_id)
+            .env(ENV_OUTPUT, output)
+            .env(ENV_EVENT_FILE, event_file);
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+            // Its standard output joins the log's stream, not the receiver's standard output.
+            if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+                command.stdout(Stdio::from(fd));
+            }
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| self.failed(format!("could not be started: {e}")))?;
+        #[cfg(unix)]
+        let group = rustix::process::Pid::from_child(&child);
+        #[cfg(unix)]
+        EXEC_GROUPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(group);
+        let deadline = std::time::Instant::now() + self.timeout;
+        let ended = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    #[cfg(unix)]
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                    #[cfg(not(unix))]
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!(
+                        "did not finish within {}s (--exec-timeout) and was killed",
+                        self.timeout.as_secs()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => break Err(format!("could not be waited for: {e}")),
+            }
+        };
+        #[cfg(unix)]
+        EXEC_GROUPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|&g| g != group);
+        match ended {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(self.failed(match status.code() {
+                Some(code) => format!("failed (exit status {code})"),
+                None => format!("was ended by a signal ({status})"),
+            })),
+            Err(why) => Err(self.failed(why)),
+        }
+    }
 }
 
 /// `webhook status`: the jobs, by state then arrival.

@@ -10,6 +10,7 @@
 //!   jobs/done/<job_id>.json         a job whose output is complete
 //!   jobs/failed/<job_id>.json       a job parked with its reason
 //!   downloads/<job_id>/             the export being downloaded (resumable, `net::download`)
+//!   exec/<job_id>.json              the raw body handed to `--exec` (while it runs)
 //!   tmp/                            files being written, before their rename
 //!   record.lock, serve.lock         who may record (briefly), who serves (for its lifetime)
 //! ```
@@ -133,8 +134,15 @@ pub struct Job {
     pub last_error: Option<String>,
     /// When the job was done or parked.
     pub finished_at: Option<i64>,
-    /// Rows written, once done.
+    /// Rows written, once the output is complete.
     pub rows: Option<u64>,
+    /// Bytes of the export, once the output is complete.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// The output is complete and only the `--exec` command is left to run (a retry skips the
+    /// download and the decryption).
+    #[serde(default)]
+    pub output_done: bool,
 }
 
 /// What a verified `job.completed` asks for (from [`crate::webhook::delivery`]).
@@ -204,8 +212,9 @@ impl fmt::Debug for Queue {
     }
 }
 
-const SUBDIRS: [&str; 9] = [
+const SUBDIRS: [&str; 10] = [
     "deliveries",
+    "exec",
     "refused",
     "jobs",
     "jobs/queued",
@@ -374,6 +383,8 @@ impl Queue {
             last_error: None,
             finished_at: None,
             rows: None,
+            bytes: None,
+            output_done: false,
         };
         if state == Some(JobState::Failed) {
             // A redelivery of a parked job (a fresh URL): rewrite it where it is, then move it.
@@ -462,6 +473,33 @@ impl Queue {
         let (count, cv) = &self.wake;
         *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         cv.notify_all();
+    }
+
+    /// Rewrite a running job where it is (its output is complete, only `--exec` is left).
+    pub fn update_running(&self, job: &Job) -> Result<()> {
+        let _lock = self.record_lock()?;
+        self.write_job(JobState::Running, job)
+    }
+
+    /// Write the raw body of the delivery `delivery_id` to `exec/<job_id>.json` (mode 0600) for
+    /// an `--exec` command, and return its path.
+    pub fn exec_file(&self, delivery_id: &str, job_id: &str) -> Result<PathBuf> {
+        let record = self
+            .root
+            .join("deliveries")
+            .join(format!("{delivery_id}.json"));
+        let text = fs::read(&record).map_err(io_at("cannot read", &record))?;
+        let body = serde_json::from_slice::<DeliveryRecord>(&text)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot read {}", record.display()),
+                    io::Error::other(e),
+                )
+            })?
+            .body;
+        let dest = self.root.join("exec").join(format!("{job_id}.json"));
+        self.write_into(&dest, body.as_bytes())?;
+        Ok(dest)
     }
 
     /// A running job's try failed and may pass: record why, and queue it again for `not_before`.

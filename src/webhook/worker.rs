@@ -66,6 +66,22 @@ pub struct Config {
     pub retries: u32,
     /// The wait after a job's first failed try; it doubles with each try.
     pub retry_backoff: Duration,
+    /// What to run after each job whose output is complete (`--exec`), if anything.
+    pub after: Option<Box<dyn AfterJob>>,
+}
+
+/// A command run after each job whose output is complete (`webhook serve --exec`). Its failure
+/// is retried as a job's is (the output is not made again); the job is done only once it
+/// succeeded.
+pub trait AfterJob: Send + Sync {
+    /// Run for the job `job_id`, whose output is `output` and whose delivery's raw body is in
+    /// `event_file`. An error is [`Error::ExecFailed`].
+    fn run(
+        &self,
+        job_id: &str,
+        output: &std::path::Path,
+        event_file: &std::path::Path,
+    ) -> Result<()>;
 }
 
 /// The running workers.
@@ -142,11 +158,12 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
         job_id: job.job_id.clone(),
         attempt: job.attempts,
     });
-    let result = attempt(&job, queue, config, log);
+    let result = attempt(&mut job, queue, config, log);
     let now = crate::time::now().unwrap_or(0);
     let moved = match result {
         Ok((rows, bytes, output)) => {
             job.rows = Some(rows);
+            job.bytes = Some(bytes);
             job.finished_at = Some(now);
             job.last_error = None;
             queue.finish(&job, JobState::Done).map(|()| {
@@ -176,7 +193,9 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
                     })
                 })
             } else {
-                let why = if may_pass(&e) {
+                let why = if may_pass(&e) && job.output_done {
+                    format!("{why}; no more tries: the job's URL has expired")
+                } else if may_pass(&e) {
                     format!("{why}; the download URL expires before another try")
                 } else {
                     why
@@ -184,7 +203,9 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
                 job.last_error = Some(why.clone());
                 job.finished_at = Some(now);
                 queue.finish(&job, JobState::Failed).map(|()| {
-                    let _ = std::fs::remove_dir_all(queue.download_dir(&job.job_id));
+                    if !job.output_done {
+                        let _ = std::fs::remove_dir_all(queue.download_dir(&job.job_id));
+                    }
                     log.log(Event::JobFailed {
                         job_id: job.job_id.clone(),
                         why,
@@ -211,6 +232,7 @@ fn may_pass(e: &Error) -> bool {
             | Error::DownloadFailed { .. }
             | Error::ObjectChanged { .. }
             | Error::Command(_)
+            | Error::ExecFailed { .. }
     )
 }
 
@@ -236,8 +258,48 @@ impl Warn for JobWarn<'_> {
     }
 }
 
-/// One try: download, decrypt, commit. Returns the rows, the download's size and the output.
-fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(u64, u64, String)> {
+/// One try: download, decrypt, commit, then the `--exec` command. Returns the rows, the
+/// download's size and the output. With `--exec`, a job whose output is complete is marked so
+/// before the command runs, and a later try only runs the command again.
+fn attempt(
+    job: &mut Job,
+    queue: &Queue,
+    config: &Config,
+    log: &dyn Log,
+) -> Result<(u64, u64, String)> {
+    let output = config.output_dir.join(format!("{}.ndjson", job.job_id));
+    let name = output.display().to_string();
+    let (rows, bytes) = match (job.output_done, job.rows, job.bytes) {
+        (true, Some(rows), Some(bytes)) if output.is_file() => (rows, bytes),
+        _ => {
+            let made = make_output(job, queue, config, log, &output)?;
+            if config.after.is_some() {
+                job.output_done = true;
+                job.rows = Some(made.0);
+                job.bytes = Some(made.1);
+                queue.update_running(job)?;
+                let _ = std::fs::remove_dir_all(queue.download_dir(&job.job_id));
+            }
+            made
+        }
+    };
+    if let Some(after) = &config.after {
+        let event_file = queue.exec_file(&job.delivery_id, &job.job_id)?;
+        let ran = after.run(&job.job_id, &output, &event_file);
+        let _ = std::fs::remove_file(&event_file);
+        ran?;
+    }
+    Ok((rows, bytes, name))
+}
+
+/// Download, decrypt and commit the output: the rows and the download's size.
+fn make_output(
+    job: &Job,
+    queue: &Queue,
+    config: &Config,
+    log: &dyn Log,
+    output: &std::path::Path,
+) -> Result<(u64, u64)> {
     let text = job
         .s3_url
         .as_ref()
@@ -286,9 +348,8 @@ fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(
         .get(&job.customer_id)
         .ok_or_else(|| Error::Usage(format!("no keys for the customer id of job {}", job.job_id)))?
         .for_input();
-    let output = config.output_dir.join(format!("{}.ndjson", job.job_id));
     let name = output.display().to_string();
-    let mut file = AtomicFile::create(&output)?;
+    let mut file = AtomicFile::create(output)?;
     let input = Input::Path(export);
     let ndjson = Source::new(&input).ndjson(None)?;
     let sink = Destination {
@@ -321,7 +382,7 @@ fn attempt(job: &Job, queue: &Queue, config: &Config, log: &dyn Log) -> Result<(
     fault_point("before-commit");
     file.commit()?;
     fault_point("after-commit");
-    Ok((summary.rows, bytes, name))
+    Ok((summary.rows, bytes))
 }
 
 #[cfg(test)]

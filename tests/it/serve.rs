@@ -1094,3 +1094,81 @@ fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
         assert_eq!(report.lines().count(), 1, "{fault}: {report}");
     }
 }
+
+/// `--exec` (issue 14, item 5): run after the output is complete, without a shell, told the job
+/// in its environment only, standard input closed, the receiver's key variable removed; a failure
+/// is retried without downloading or decrypting again, and the job is done once it succeeds.
+#[test]
+fn exec_runs_after_each_job_and_its_failure_is_retried() {
+    let test = "exec_runs_after_each_job_and_its_failure_is_retried";
+    let Some(nginx) = crate::net::nginx::Nginx::start(
+        test,
+        crate::net::nginx::Options {
+            plain: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
+    nginx.put("job_x.zip", &zip);
+    let proxy = Proxy::http(nginx.addr(), first(vec![]));
+    let dir = workdir();
+    std::fs::write(dir.path().join("expected"), expected_plaintext()).unwrap();
+    std::fs::write(
+        dir.path().join("exec.sh"),
+        r#"n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > count
+{
+    echo "args=$*"
+    echo "job=$CIPHERSTREAM_JOB_ID"
+    echo "output=$CIPHERSTREAM_OUTPUT"
+    echo "key=${CIPHERSTREAM_KEY-unset}"
+    echo "stdin=$(cat)"
+    cmp -s "$CIPHERSTREAM_OUTPUT" expected && echo "output complete"
+} > "run.$n"
+cat "$CIPHERSTREAM_EVENT_FILE" > "event.$n"
+echo "exec ran $n"
+[ "$n" -ge 2 ]
+"#,
+    )
+    .unwrap();
+    let mut serve = Serve::start_with(
+        dir.path(),
+        &["--exec", "sh exec.sh 'one arg' $HOME"],
+        &[("CIPHERSTREAM_KEY", "AAAA")],
+    );
+    let url = format!("http://{}/job_x.zip", proxy.addr());
+    let body = completed("del_x1", "job_x", CUSTOMER, &url, zip.len() as u64);
+    assert_eq!(post_signed(serve.addr(), &body), 200);
+    serve.wait_for("job job_x: done");
+    let log = serve.messages();
+    let at = |prefix: &str| {
+        log.iter()
+            .position(|m| m.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?}: {log:#?}"))
+    };
+    assert!(at("exec ran 1") < at("job job_x: try 1 failed"));
+    assert!(log.contains(
+        &"job job_x: try 1 failed: --exec \"sh\" failed (exit status 1); trying again in 1s"
+            .to_owned()
+    ));
+    assert!(at("job job_x: started (try 2)") < at("exec ran 2"));
+    assert!(at("exec ran 2") < at("job job_x: done"));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("count"), "2\n");
+    for run in ["run.1", "run.2"] {
+        assert_eq!(
+            read(run),
+            "args=one arg $HOME\njob=job_x\noutput=out/job_x.ndjson\nkey=unset\nstdin=\n\
+             output complete\n"
+        );
+    }
+    assert_eq!(std::fs::read(dir.path().join("event.2")).unwrap(), body);
+    // The output was made once: one download.
+    assert_eq!(proxy.requests().len(), 1);
+    let state = dir.path().join("state");
+    assert!(crate::util::entries(&state.join("exec")).is_empty());
+    assert!(crate::util::entries(&state.join("downloads")).is_empty());
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
+}
