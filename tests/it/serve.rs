@@ -1172,3 +1172,44 @@ echo "exec ran $n"
     let (exit, _) = serve.stop();
     assert!(exit.success());
 }
+
+/// `contrib/cipherstream-webhook.service` is a unit systemd accepts without a warning (its
+/// binary pointed at the one under test), and keeps the sandboxing issue 14 asks for.
+#[test]
+fn the_systemd_unit_is_valid_and_sandboxed() {
+    let test = "the_systemd_unit_is_valid_and_sandboxed";
+    let Some(analyze) = crate::net::find_program("systemd-analyze", &[]) else {
+        crate::net::available(test, "systemd-analyze", "apt-get install systemd", false);
+        return;
+    };
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/cipherstream-webhook.service"),
+    )
+    .unwrap();
+    for line in [
+        "User=cipherstream",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/srv/cipherstream/exports",
+        "StateDirectory=cipherstream",
+        "NoNewPrivileges=yes",
+        "LoadCredential=webhook-secret:/etc/cipherstream/webhook-secret",
+        "LoadCredential=export-key:/etc/cipherstream/export-key",
+        "    --secret-file %d/webhook-secret \\",
+        "    --key-file %d/export-key",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "UMask=0077",
+        "LimitCORE=0",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in the unit");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cipherstream-webhook.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/cipherstream", BIN)).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
+}
