@@ -435,8 +435,8 @@ fn replay(args: &WebhookReplayArgs) -> Result<()> {
     let queue = Queue::open(&state_dir(args.state_dir.as_ref())?)?;
     let now = crate::time::now()?;
     match delivery::parse(&verified, &body, &args.signature, &customers)? {
-        Parsed::Refused { why, .. } => {
-            let name = queue.refuse(&why, &args.signature, &body, now)?;
+        Parsed::Refused { delivery_id, why } => {
+            let name = queue.refuse(delivery_id.as_deref(), &why, &args.signature, &body, now)?;
             Err(Error::DeliveryRefused {
                 why,
                 recorded: PathBuf::from("refused").join(name),

@@ -4,7 +4,8 @@
 //! ```text
 //! STATE/
 //!   deliveries/<delivery_id>.json   every verified delivery: its raw body and signature
-//!   refused/<time>-<random>.json    verified deliveries that will not be acted on, and why
+//!   refused/<delivery_id>.json      verified deliveries that will not be acted on, and why
+//!                                   (`<time>-<random>.json` when the id cannot name a file)
 //!   jobs/queued/<job_id>.json       a job to run (at or after its `not_before`)
 //!   jobs/running/<job_id>.json      a job a worker holds (found at start: the process died)
 //!   jobs/done/<job_id>.json         a job whose output is complete
@@ -162,8 +163,8 @@ pub struct JobOrder {
     pub expires_at: Option<i64>,
 }
 
-/// A verified delivery to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A verified delivery to record. Its `Debug` leaves out the body, which holds the presigned URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Its delivery id ([`safe_id`]).
     pub delivery_id: String,
@@ -175,6 +176,17 @@ pub struct Delivery {
     pub body: String,
     /// For a `job.completed`: the job.
     pub job: Option<JobOrder>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("delivery_id", &self.delivery_id)
+            .field("event", &self.event)
+            .field("body", &"<redacted>")
+            .field("job", &self.job)
+            .finish()
+    }
 }
 
 /// The file that records a delivery.
@@ -396,17 +408,34 @@ impl Queue {
         Ok(Outcome::Queued)
     }
 
-    /// Record a verified delivery that will not be acted on, with why; returns the file's name.
-    pub fn refuse(&self, why: &str, signature: &str, body: &[u8], now: i64) -> Result<String> {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).map_err(|e| Error::Random(e.to_string()))?;
-        let name = format!(
-            "{now}-{}.json",
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+    /// Record a verified delivery that will not be acted on, with why; returns the file's name in
+    /// `refused/`: `<delivery_id>.json` when the id is [`safe_id`] (a repeat keeps the first
+    /// record), else `<time>-<random>.json`.
+    pub fn refuse(
+        &self,
+        delivery_id: Option<&str>,
+        why: &str,
+        signature: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<String> {
+        let name = match delivery_id.filter(|id| safe_id(id)) {
+            Some(id) => format!("{id}.json"),
+            None => {
+                let mut random = [0u8; 8];
+                getrandom::fill(&mut random).map_err(|e| Error::Random(e.to_string()))?;
+                format!(
+                    "{now}-{}.json",
+                    random
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                )
+            }
+        };
+        if self.root.join("refused").join(&name).exists() {
+            return Ok(name);
+        }
         let record = RefusedRecord {
             version: 1,
             received_at: now,
@@ -741,6 +770,9 @@ mod tests {
             assert_eq!(mode(&dir.path().join("deliveries/d1.json")), 0o600);
         }
         assert!(!format!("{:?}", q.jobs(JobState::Queued).unwrap()).contains("s3cr3t"));
+        let mut d = delivery("d9", Some(order("j9")));
+        d.body = r#"{"data":{"s3_url":"https://h/k?X-Amz-Signature=s3cr3t"}}"#.into();
+        assert!(!format!("{d:?}").contains("s3cr3t"), "{d:?}");
         let _serving = q.lock_for_serving().unwrap();
         assert!(Queue::open(dir.path()).unwrap().lock_for_serving().is_err());
     }

@@ -82,7 +82,10 @@ impl Handler for Receiver {
         let delivery = match delivery::parse(&verified, body, header, &self.customers) {
             Ok(Parsed::Delivery(d)) => d,
             Ok(Parsed::Refused { delivery_id, why }) => {
-                return match self.queue.refuse(&why, header, body, now) {
+                return match self
+                    .queue
+                    .refuse(delivery_id.as_deref(), &why, header, body, now)
+                {
                     Ok(_) => {
                         self.log.log(Event::Refused { delivery_id, why });
                         200

@@ -378,6 +378,7 @@ fn serve_answers_each_request_as_documented() {
     // A genuine delivery that cannot be acted on: answered 200, recorded in refused/.
     let other = completed("del_c1", "j_c1", "cust_other", "https://h.example/k", 10);
     assert_eq!(post(addr, p, &other, Some(&sign(&other))), 200);
+    assert_eq!(post(addr, p, &other, Some(&sign(&other))), 200);
     let unsafe_id = completed("del_c2", "../../etc/x", CUSTOMER, "https://h.example/k", 10);
     assert_eq!(post(addr, p, &unsafe_id, Some(&sign(&unsafe_id))), 200);
     serve.wait_for("delivery \"del_c2\" refused");
@@ -430,6 +431,8 @@ fn serve_answers_each_request_as_documented() {
             "delivery del_p1: job.progress: duplicate-delivery",
             "delivery \"del_c1\" refused: its data.customer_id \"cust_other\" is not one this \
              receiver was given (--customer-id)",
+            "delivery \"del_c1\" refused: its data.customer_id \"cust_other\" is not one this \
+             receiver was given (--customer-id)",
             "delivery \"del_c2\" refused: its data.job_id is not 1 to 128 letters, digits, '.', \
              '_' or '-' starting with a letter or digit",
             "SIGTERM: stopping: no new connections",
@@ -447,7 +450,10 @@ fn serve_answers_each_request_as_documented() {
         crate::util::entries(&state.join("deliveries")),
         ["del_p1.json"]
     );
-    assert_eq!(std::fs::read_dir(state.join("refused")).unwrap().count(), 2);
+    assert_eq!(
+        crate::util::entries(&state.join("refused")),
+        ["del_c1.json", "del_c2.json"]
+    );
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("deliveries/del_p1.json")), 0o600);
     assert_eq!(run_status(dir.path(), &[]), "");
@@ -1212,4 +1218,57 @@ fn the_systemd_unit_is_valid_and_sandboxed() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
+}
+
+/// `Expect: 100-continue` is answered before the body is sent (curl sends it for large bodies);
+/// past `--max-connections`, a connection is answered 503 at once, and the cap frees as soon as a
+/// connection closes.
+#[test]
+fn expect_continue_and_the_connection_cap() {
+    let dir = workdir();
+    let mut serve = Serve::start(dir.path(), &["--max-connections", "2"]);
+    let addr = serve.addr();
+    let body = event("del_e1", "job.progress", now());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\
+         X-CipherStream-Signature: {}\r\n\r\n",
+        body.len(),
+        sign(&body)
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    serve.wait_for("delivery del_e1: job.progress: recorded");
+
+    // Two idle connections fill the cap: a third is answered 503 without waiting.
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let (status, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 503);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    serve.wait_for("rejected (503): 2 connections are open already (--max-connections)");
+    drop(idle);
+    let start = Instant::now();
+    loop {
+        let (status, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the cap never freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
 }
