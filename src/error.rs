@@ -508,6 +508,18 @@ pub enum Error {
         /// What went wrong.
         why: String,
     },
+    /// `webhook serve`: the state directory is open to group or others, or the output directory
+    /// is writable by them (exit 1).
+    OpenDirectory {
+        /// "state directory" or "--output-dir".
+        what: &'static str,
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The `chmod` mode that fixes it (`700`, `go-w`).
+        fix: &'static str,
+    },
     /// `webhook replay`: the verified delivery will not be acted on (exit 1).
     DeliveryRefused {
         /// Why, in the receiver's words.
@@ -908,6 +920,16 @@ impl Error {
                  nothing was printed"
                     .into(),
             ),
+            Error::OpenDirectory { what, dir, fix, .. } => Some(format!(
+                "the {what} holds {}; run: chmod {fix} {}",
+                if *what == "state directory" {
+                    "the presigned download URLs, which are credentials"
+                } else {
+                    "plaintext, and whoever may write to it could plant a link where an output \
+                     goes"
+                },
+                dir.display()
+            )),
             Error::TlsFile { .. } => Some(
                 "--tls-cert takes the PEM certificate chain (the server's first) and --tls-key \
                  its PEM private key (PKCS#8, PKCS#1 or SEC1)"
@@ -1214,6 +1236,14 @@ impl fmt::Display for Unescaped<'_> {
                 seen_file.display()
             ),
             Error::ExecFailed { command, why } => write!(f, "{command} {why}"),
+            Error::OpenDirectory {
+                what, dir, mode, ..
+            } => write!(
+                f,
+                "the {what} {} is open to other users (mode {:04o})",
+                dir.display(),
+                mode & 0o7777
+            ),
             Error::TlsFile { path, why } => {
                 write!(f, "cannot serve TLS with {}: {why}", path.display())
             }

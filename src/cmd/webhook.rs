@@ -132,6 +132,24 @@ fn serve(args: &WebhookServeArgs) -> Result<()> {
             args.output_dir.display()
         )));
     }
+    // Whoever may write to the output directory could plant a symbolic link where a job's
+    // output goes, and AtomicFile follows links (so that a linked output stays linked).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&args.output_dir)
+            .map_err(|e| Error::io(format!("cannot open {}", args.output_dir.display()), e))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(Error::OpenDirectory {
+                what: "--output-dir",
+                dir: args.output_dir.clone(),
+                mode,
+                fix: "go-w",
+            });
+        }
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
         _ => None,

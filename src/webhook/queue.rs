@@ -245,8 +245,25 @@ fn io_at(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
 impl Queue {
     /// Open the state directory at `root`, creating it and its subdirectories (mode 0700) as
     /// needed.
+    /// A state directory open to group or others is refused (it holds the presigned URLs).
     pub fn open(root: &Path) -> Result<Queue> {
         create_private_dir(root)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(root)
+                .map_err(io_at("cannot open", root))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(Error::OpenDirectory {
+                    what: "state directory",
+                    dir: root.to_path_buf(),
+                    mode,
+                    fix: "700",
+                });
+            }
+        }
         for sub in SUBDIRS {
             create_private_dir(&root.join(sub))?;
         }
@@ -686,6 +703,30 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_state_directory_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o750)).unwrap();
+        let e = Queue::open(&root).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the state directory {} is open to other users (mode 0750)",
+                root.display()
+            )
+        );
+        assert!(e
+            .hint()
+            .unwrap()
+            .ends_with(&format!("run: chmod 700 {}", root.display())));
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        Queue::open(&root).unwrap();
+    }
+
     #[test]
     fn safe_ids_are_plain_names() {
         for ok in ["a", "job_123", "d-1.2", &"x".repeat(128), "0"] {
@@ -711,8 +752,9 @@ mod tests {
 
     #[test]
     fn deliveries_and_jobs_are_recorded_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let q = Queue::open(&dir).unwrap();
         let d1 = delivery("d1", Some(order("j1")));
         assert_eq!(q.record(&d1, false, 100).unwrap(), Outcome::Queued);
         assert_eq!(
@@ -745,8 +787,9 @@ mod tests {
 
     #[test]
     fn running_jobs_resume_and_files_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let q = Queue::open(&dir).unwrap();
         q.record(&delivery("d1", Some(order("j1"))), false, 1)
             .unwrap();
         let mut job = q.claim(1).unwrap().unwrap();
@@ -758,22 +801,22 @@ mod tests {
         let job = q.claim(50).unwrap().unwrap();
         assert_eq!(job.attempts, 2);
         drop(job);
-        let q = Queue::open(dir.path()).unwrap();
+        let q = Queue::open(&dir).unwrap();
         assert_eq!(q.resume_running().unwrap(), vec!["j1".to_owned()]);
         assert_eq!(q.state_of("j1"), Some(JobState::Queued));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode(&dir.path().join("jobs/queued")), 0o700);
-            assert_eq!(mode(&dir.path().join("jobs/queued/j1.json")), 0o600);
-            assert_eq!(mode(&dir.path().join("deliveries/d1.json")), 0o600);
+            assert_eq!(mode(&dir.join("jobs/queued")), 0o700);
+            assert_eq!(mode(&dir.join("jobs/queued/j1.json")), 0o600);
+            assert_eq!(mode(&dir.join("deliveries/d1.json")), 0o600);
         }
         assert!(!format!("{:?}", q.jobs(JobState::Queued).unwrap()).contains("s3cr3t"));
         let mut d = delivery("d9", Some(order("j9")));
         d.body = r#"{"data":{"s3_url":"https://h/k?X-Amz-Signature=s3cr3t"}}"#.into();
         assert!(!format!("{d:?}").contains("s3cr3t"), "{d:?}");
         let _serving = q.lock_for_serving().unwrap();
-        assert!(Queue::open(dir.path()).unwrap().lock_for_serving().is_err());
+        assert!(Queue::open(&dir).unwrap().lock_for_serving().is_err());
     }
 }

@@ -1272,3 +1272,59 @@ fn expect_continue_and_the_connection_cap() {
     let (exit, _) = serve.stop();
     assert!(exit.success());
 }
+
+/// An output directory others may write to (they could plant a link where an output goes) and a
+/// state directory others may read (it holds the presigned URLs) are refused at start.
+#[test]
+fn open_directories_are_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir();
+    let run = || {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args([
+                "webhook",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--output-dir",
+                "out",
+            ])
+            .args([
+                "--state-dir",
+                "state",
+                "--secret-file",
+                "secret",
+                "--key-file",
+            ])
+            .args(["demo.key", "--customer-id", CUSTOMER])
+            .env_remove("CIPHERSTREAM_KEY")
+            .output()
+            .unwrap()
+    };
+    let out_dir = dir.path().join("out");
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: the --output-dir out is open to other users (mode 0777)\nhint: the --output-dir \
+         holds plaintext, and whoever may write to it could plant a link where an output goes; \
+         run: chmod go-w out\n"
+    );
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("state"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: the state directory state is open to other users (mode 0755)\nhint: the state \
+         directory holds the presigned download URLs, which are credentials; run: chmod 700 \
+         state\n"
+    );
+}
