@@ -24,12 +24,16 @@
 //! anywhere (kill -9, a power cut after the syncs) leaves every job in one well-defined state.
 //! A job found in `running/` at start is moved back to `queued/`; its download resumes.
 //!
-//! Recording a delivery happens under `record.lock` (an exclusive `flock`, also taken by
-//! `webhook replay` from another process), in this order: the delivery id is looked up (a
-//! duplicate is answered at once), the job is created (or found already queued, running or done),
-//! and only then is the delivery itself recorded. A crash between the two leaves a job without
-//! its delivery: the vendor's retry then finds the job and is answered 200 as a duplicate. The
-//! reverse order could record a delivery whose job was never created, and lose it.
+//! Recording a delivery: its record and its job are written to `tmp/` and synced first, outside
+//! any lock, so that concurrent deliveries sync in parallel. Then, under `record.lock` (an
+//! exclusive `flock`, also taken by `webhook replay` from another process), the delivery id and
+//! the job id are looked up and the files renamed into place: the job (unless it is already
+//! queued, running or done), then the delivery. Then the directories are synced, once for all
+//! the deliveries recorded meanwhile (a group commit), and only then is the delivery answered.
+//! A delivery id recorded before is a duplicate only if its job exists too, so a crash that kept
+//! the delivery's rename and lost its job's (renames in two directories, synced together) is
+//! healed by the vendor's retry, which creates the job again; one that kept the job and lost the
+//! delivery finds the job, and is answered 200 as a duplicate.
 //!
 //! Ids from a request become file names only through [`safe_id`]: `[A-Za-z0-9][A-Za-z0-9._-]`,
 //! at most 128 characters, so no `/`, no leading dot, no `..`, nothing a terminal interprets.
@@ -196,7 +200,6 @@ struct DeliveryRecord {
     delivery_id: String,
     event: String,
     received_at: i64,
-    outcome: String,
     signature: String,
     body: String,
 }
@@ -216,6 +219,8 @@ pub struct Queue {
     root: PathBuf,
     /// Woken when a job is queued by this process.
     wake: (Mutex<u64>, Condvar),
+    /// The directory syncs of [`Queue::record`], shared by concurrent deliveries.
+    sync: GroupSync,
 }
 
 impl fmt::Debug for Queue {
@@ -270,6 +275,7 @@ impl Queue {
         Ok(Queue {
             root: root.to_path_buf(),
             wake: (Mutex::new(0), Condvar::new()),
+            sync: GroupSync::default(),
         })
     }
 
@@ -287,6 +293,7 @@ impl Queue {
         Ok(Queue {
             root: root.to_path_buf(),
             wake: (Mutex::new(0), Condvar::new()),
+            sync: GroupSync::default(),
         })
     }
 
@@ -355,31 +362,48 @@ impl Queue {
     /// Record a verified delivery (see the module's documentation for the order of the steps).
     /// `replay` (`webhook replay`): a delivery id recorded before is recorded again rather than
     /// answered as a duplicate, so a redelivery of a refused or failed delivery is acted on.
+    ///
+    /// When this returns, what it recorded (or found already recorded) is on disk: every outcome,
+    /// duplicates included, waits for a directory sync that began after the lookup.
     pub fn record(&self, delivery: &Delivery, replay: bool, now: i64) -> Result<Outcome> {
-        let _lock = self.record_lock()?;
-        let record_path = self
-            .root
-            .join("deliveries")
-            .join(format!("{}.json", delivery.delivery_id));
-        if !replay && record_path.exists() {
-            return Ok(Outcome::DuplicateDelivery);
-        }
-        let outcome = match &delivery.job {
-            None => Outcome::Recorded,
-            Some(order) => self.create_job(delivery, order, now)?,
-        };
+        // The files are written and synced before the lock is taken, so that concurrent
+        // deliveries sync in parallel (the journal commits them together) and the lock is held
+        // only for lookups and renames.
         let record = DeliveryRecord {
             version: 1,
             delivery_id: delivery.delivery_id.clone(),
             event: delivery.event.clone(),
             received_at: now,
-            outcome: outcome.word().to_owned(),
             signature: delivery.signature.clone(),
             body: delivery.body.clone(),
         };
-        fault_point("before-delivery-record");
-        let text = serde_json::to_vec(&record).expect("a record serialises");
-        self.write_into(&record_path, &text)?;
+        let mut record_temp =
+            Some(self.write_temp(&serde_json::to_vec(&record).expect("a record serialises"))?);
+        let mut job_temp = None;
+        if let Some(order) = &delivery.job {
+            let job = new_job(delivery, order, now);
+            let text = serde_json::to_vec_pretty(&job).expect("a job serialises");
+            job_temp = Some(self.write_temp(&text));
+        }
+        let result = match job_temp.take().transpose() {
+            Ok(mut job_temp) => {
+                let result = self.record_locked(delivery, replay, &mut record_temp, &mut job_temp);
+                if let Some(temp) = job_temp {
+                    let _ = fs::remove_file(temp);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(temp) = record_temp {
+            let _ = fs::remove_file(temp);
+        }
+        let outcome = result?;
+        self.sync.sync(&[
+            self.root.join("deliveries"),
+            self.dir(JobState::Queued),
+            self.dir(JobState::Failed),
+        ])?;
         fault_point("after-record");
         if matches!(outcome, Outcome::Queued | Outcome::Requeued) {
             let (count, cv) = &self.wake;
@@ -389,40 +413,57 @@ impl Queue {
         Ok(outcome)
     }
 
-    fn create_job(&self, delivery: &Delivery, order: &JobOrder, now: i64) -> Result<Outcome> {
-        let state = self.state_of(&order.job_id);
-        if matches!(
-            state,
-            Some(JobState::Queued | JobState::Running | JobState::Done)
-        ) {
-            return Ok(Outcome::DuplicateJob);
+    /// The lookups and renames of [`Queue::record`], under the record lock. A temporary file
+    /// that is renamed into place is taken out of its `Option`.
+    fn record_locked(
+        &self,
+        delivery: &Delivery,
+        replay: bool,
+        record_temp: &mut Option<PathBuf>,
+        job_temp: &mut Option<PathBuf>,
+    ) -> Result<Outcome> {
+        let _lock = self.record_lock()?;
+        let record_path = self
+            .root
+            .join("deliveries")
+            .join(format!("{}.json", delivery.delivery_id));
+        let job = delivery
+            .job
+            .as_ref()
+            .map(|order| (order, self.state_of(&order.job_id)));
+        // A delivery recorded before is a duplicate only if its job exists too: then no order
+        // of the renames below needs to survive a power cut (a record whose job was lost is
+        // recorded again, and its job created).
+        let job_exists = job.as_ref().is_none_or(|(_, state)| state.is_some());
+        if !replay && job_exists && record_path.exists() {
+            return Ok(Outcome::DuplicateDelivery);
         }
-        let job = Job {
-            version: 1,
-            job_id: order.job_id.clone(),
-            delivery_id: delivery.delivery_id.clone(),
-            customer_id: order.customer_id.clone(),
-            rows_processed: order.rows_processed,
-            file_size_bytes: order.file_size_bytes,
-            s3_url: Some(order.s3_url.clone()),
-            expires_at: order.expires_at,
-            received_at: now,
-            attempts: 0,
-            not_before: now,
-            last_error: None,
-            finished_at: None,
-            rows: None,
-            bytes: None,
-            output_done: false,
+        let rename =
+            |from: &Path, to: &Path| fs::rename(from, to).map_err(io_at("cannot write", to));
+        let outcome = match job {
+            None => Outcome::Recorded,
+            Some((_, Some(JobState::Queued | JobState::Running | JobState::Done))) => {
+                Outcome::DuplicateJob
+            }
+            Some((order, state)) => {
+                let temp = job_temp.take().expect("written for a job");
+                let queued = self.job_path(JobState::Queued, &order.job_id);
+                if state == Some(JobState::Failed) {
+                    // A redelivery of a parked job (a fresh URL): rewrite it where it is, then
+                    // move it, so it is never in two places.
+                    let failed = self.job_path(JobState::Failed, &order.job_id);
+                    rename(&temp, &failed)?;
+                    rename(&failed, &queued)?;
+                    Outcome::Requeued
+                } else {
+                    rename(&temp, &queued)?;
+                    Outcome::Queued
+                }
+            }
         };
-        if state == Some(JobState::Failed) {
-            // A redelivery of a parked job (a fresh URL): rewrite it where it is, then move it.
-            self.write_job(JobState::Failed, &job)?;
-            self.rename_job(&order.job_id, JobState::Failed, JobState::Queued)?;
-            return Ok(Outcome::Requeued);
-        }
-        self.write_job(JobState::Queued, &job)?;
-        Ok(Outcome::Queued)
+        fault_point("before-delivery-record");
+        rename(&record_temp.take().expect("written"), &record_path)?;
+        Ok(outcome)
     }
 
     /// Record a verified delivery that will not be acted on, with why; returns the file's name in
@@ -630,9 +671,8 @@ impl Queue {
         sync_dir(&self.dir(from))
     }
 
-    /// Write `bytes` to `dest` atomically: a temporary file in `tmp/`, synced, renamed over
-    /// `dest`, and `dest`'s directory synced.
-    fn write_into(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+    /// Write `bytes` to a new file in `tmp/` (mode 0600), synced, and return its path.
+    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let temp = self.root.join("tmp").join(format!(
             "{}-{}.tmp",
@@ -642,14 +682,95 @@ impl Queue {
         let write = || -> io::Result<()> {
             let mut f = private_options().write(true).create_new(true).open(&temp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&temp, dest)
+            f.sync_all()
         };
         if let Err(e) = write() {
+            let _ = fs::remove_file(&temp);
+            return Err(io_at("cannot write", &temp)(e));
+        }
+        Ok(temp)
+    }
+
+    /// Write `bytes` to `dest` atomically: a temporary file in `tmp/`, synced, renamed over
+    /// `dest`, and `dest`'s directory synced.
+    fn write_into(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let temp = self.write_temp(bytes)?;
+        if let Err(e) = fs::rename(&temp, dest) {
             let _ = fs::remove_file(&temp);
             return Err(io_at("cannot write", dest)(e));
         }
         sync_dir(dest.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+/// The job a delivery creates, before its first try.
+fn new_job(delivery: &Delivery, order: &JobOrder, now: i64) -> Job {
+    Job {
+        version: 1,
+        job_id: order.job_id.clone(),
+        delivery_id: delivery.delivery_id.clone(),
+        customer_id: order.customer_id.clone(),
+        rows_processed: order.rows_processed,
+        file_size_bytes: order.file_size_bytes,
+        s3_url: Some(order.s3_url.clone()),
+        expires_at: order.expires_at,
+        received_at: now,
+        attempts: 0,
+        not_before: now,
+        last_error: None,
+        finished_at: None,
+        rows: None,
+        bytes: None,
+        output_done: false,
+    }
+}
+
+/// Directory syncs shared by concurrent callers (group commit): a caller's sync is done once a
+/// sync that began after the caller asked has finished, so N deliveries recorded together cost
+/// one sync of each directory, not N.
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Tickets handed out.
+    asked: u64,
+    /// Every ticket up to this one is synced.
+    synced: u64,
+    /// A sync is under way.
+    running: bool,
+}
+
+impl GroupSync {
+    /// Return once `dirs` were synced by a sync that began after this call.
+    fn sync(&self, dirs: &[PathBuf]) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.asked += 1;
+        let ticket = state.asked;
+        loop {
+            if state.synced >= ticket {
+                return Ok(());
+            }
+            if !state.running {
+                state.running = true;
+                let target = state.asked;
+                drop(state);
+                let result = dirs.iter().try_for_each(|d| sync_dir(d));
+                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.running = false;
+                if result.is_ok() {
+                    state.synced = state.synced.max(target);
+                }
+                self.done.notify_all();
+                // A failed sync fails its own caller; the others try again themselves.
+                result?;
+                continue;
+            }
+            state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -783,6 +904,46 @@ mod tests {
         assert_eq!(q.state_of("j1"), Some(JobState::Queued));
         // Replay records a delivery id again.
         assert_eq!(q.record(&d4, true, 106).unwrap(), Outcome::DuplicateJob);
+    }
+
+    #[test]
+    fn a_delivery_whose_job_was_lost_is_recorded_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let q = Queue::open(&dir).unwrap();
+        let d1 = delivery("d1", Some(order("j1")));
+        assert_eq!(q.record(&d1, false, 1).unwrap(), Outcome::Queued);
+        // A power cut that kept the delivery's rename and lost the job's.
+        fs::remove_file(dir.join("jobs/queued/j1.json")).unwrap();
+        assert_eq!(q.record(&d1, false, 2).unwrap(), Outcome::Queued);
+        assert_eq!(q.state_of("j1"), Some(JobState::Queued));
+        assert_eq!(q.record(&d1, false, 3).unwrap(), Outcome::DuplicateDelivery);
+        // Nothing is left in tmp/.
+        assert!(fs::read_dir(dir.join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn concurrent_duplicates_record_one_job() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Queue::open(&tmp.path().join("state")).unwrap();
+        let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let q = &q;
+                    scope.spawn(move || {
+                        let id = if i % 2 == 0 { "d1" } else { "d2" };
+                        q.record(&delivery(id, Some(order("j1"))), false, 1)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let count = |o: Outcome| outcomes.iter().filter(|&&x| x == o).count();
+        assert_eq!(count(Outcome::Queued), 1, "{outcomes:?}");
+        assert_eq!(count(Outcome::DuplicateJob), 1, "{outcomes:?}");
+        assert_eq!(count(Outcome::DuplicateDelivery), 14, "{outcomes:?}");
+        assert_eq!(q.jobs(JobState::Queued).unwrap().len(), 1);
     }
 
     #[test]
