@@ -403,8 +403,9 @@ pub enum LogFormat {
 /// `cipherstream webhook serve`.
 #[derive(Debug, Args)]
 pub struct WebhookServeArgs {
-    /// Where to listen: HOST:PORT (port 0 picks a free one; the log's first line names it), or
-    /// unix:PATH for a reverse proxy on the same machine.
+    /// Where to listen: HOST:PORT (port 0 picks a free one; the log's first line names it),
+    /// unix:PATH for a reverse proxy on the same machine, or systemd for the socket a .socket
+    /// unit passes (connections then wait in the kernel while the receiver restarts).
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
 

@@ -334,6 +334,10 @@ impl worker::AfterJob for Exec {
             .stdin(Stdio::null())
             .env_remove(credentials::ENV_KEY)
             .env_remove(webhook::ENV_SECRET)
+            // The receiver's socket activation is not the command's.
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_FDNAMES")
             .env(ENV_JOB_ID, job_id)
             .env(ENV_OUTPUT, output)
             .env(ENV_EVENT_FILE, event_file);

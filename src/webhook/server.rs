@@ -70,15 +70,19 @@ pub trait Handler: Send + Sync {
 pub enum Listener {
     /// A TCP address.
     Tcp(TcpListener),
-    /// A Unix socket, removed when the server stops.
+    /// A Unix socket; removed when the server stops if the server made it (`true`).
     #[cfg(unix)]
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, PathBuf, bool),
 }
 
 impl Listener {
     /// Bind `addr`: `host:port` (port 0 picks a free port), or `unix:PATH`. A stale socket file
-    /// at `PATH` (no process answers on it) is replaced.
+    /// at `PATH` (no process answers on it) is replaced. `systemd` takes the socket systemd
+    /// passed ([`Listener::from_systemd`]).
     pub fn bind(addr: &str) -> Result<Listener> {
+        if addr == "systemd" {
+            return Listener::from_systemd();
+        }
         if let Some(path) = addr.strip_prefix("unix:") {
             #[cfg(unix)]
             {
@@ -92,7 +96,7 @@ impl Listener {
                 }
                 let listener = UnixListener::bind(&path)
                     .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
-                return Ok(Listener::Unix(listener, path));
+                return Ok(Listener::Unix(listener, path, true));
             }
             #[cfg(not(unix))]
             return Err(Error::Usage(format!(
@@ -113,6 +117,69 @@ impl Listener {
         Ok(Listener::Tcp(listener))
     }
 
+    /// The listening socket that systemd's socket activation passed (`sd_listen_fds(3)`): file
+    /// descriptor 3, when `LISTEN_PID` is this process and `LISTEN_FDS` is 1. During a restart
+    /// the socket stays open in systemd, so connections wait in the kernel instead of being
+    /// refused. The descriptor is marked close-on-exec, so that `--exec` commands do not inherit
+    /// it.
+    #[cfg(unix)]
+    pub fn from_systemd() -> Result<Listener> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let var = |name| std::env::var(name).ok();
+        let ours =
+            var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+        match (ours, var("LISTEN_FDS").as_deref()) {
+            (true, Some("1")) => {}
+            (true, Some(n)) => {
+                return Err(Error::Usage(format!(
+                    "--listen systemd takes one socket; systemd passed {}",
+                    crate::text::escape(n)
+                )))
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "--listen systemd: no socket was passed (LISTEN_PID and LISTEN_FDS are not \
+                     set for this process); start it from a .socket unit"
+                        .into(),
+                ))
+            }
+        }
+        const SD_LISTEN_FDS_START: i32 = 3;
+        // SAFETY: LISTEN_PID names this process and LISTEN_FDS is 1, so by the socket-activation
+        // protocol (sd_listen_fds(3)) descriptor 3 was open when the process started and belongs
+        // to it; nothing else in this process takes ownership of descriptor 3 (this runs once,
+        // at start, before any file is opened by the receiver). No safe API turns an inherited
+        // descriptor number into an owned socket; what it buys is socket activation itself.
+        #[allow(unsafe_code)]
+        let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| Error::io("cannot use the socket systemd passed", e.into()))?;
+        let tcp = TcpListener::from(fd);
+        let _ = tcp.set_nonblocking(false);
+        if tcp.local_addr().is_ok() {
+            return Ok(Listener::Tcp(tcp));
+        }
+        // Not an IP socket: a Unix one (std reads no address of another family).
+        let unix = UnixListener::from(OwnedFd::from(tcp));
+        let path = unix
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                Error::Usage(
+                    "--listen systemd: the socket passed is neither IP nor a Unix path".into(),
+                )
+            })?;
+        // systemd owns the socket file: it is not removed at the stop.
+        Ok(Listener::Unix(unix, path, false))
+    }
+
+    /// `--listen systemd` exists only on Unix.
+    #[cfg(not(unix))]
+    pub fn from_systemd() -> Result<Listener> {
+        Err(Error::Usage("--listen systemd exists only on Unix".into()))
+    }
+
     /// The bound address as shown in the log: `127.0.0.1:8080`, `unix:PATH`.
     pub fn shown(&self) -> String {
         match self {
@@ -121,7 +188,7 @@ impl Listener {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "?".into()),
             #[cfg(unix)]
-            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+            Listener::Unix(_, path, _) => format!("unix:{}", path.display()),
         }
     }
 
@@ -132,7 +199,7 @@ impl Listener {
                 Stream::Tcp(s)
             }),
             #[cfg(unix)]
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix(l, _, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
         }
     }
 
@@ -151,7 +218,7 @@ impl Listener {
                 }
             }
             #[cfg(unix)]
-            Listener::Unix(_, path) => {
+            Listener::Unix(_, path, _) => {
                 let _ = UnixStream::connect(path);
             }
         }
@@ -159,7 +226,7 @@ impl Listener {
 
     fn remove_socket_file(&self) {
         #[cfg(unix)]
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, path, true) = self {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -151,7 +151,19 @@ impl Serve {
 
     /// [`Serve::start`] with variables added to the environment.
     fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut cmd = Command::new(BIN);
+        Serve::start_by(dir, extra, env, &[])
+    }
+
+    /// [`Serve::start_with`], the binary started by the program and arguments `wrapper`.
+    fn start_by(dir: &Path, extra: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Serve {
+        let mut cmd = match wrapper {
+            [] => Command::new(BIN),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+        };
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CIPHERSTREAM_") {
                 cmd.env_remove(k);
@@ -185,6 +197,19 @@ impl Serve {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
+        if !wrapper.is_empty() {
+            // Socket activation starts the receiver at the first connection.
+            let addr = wrapper[wrapper.len() - 1].to_owned();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while TcpStream::connect(&addr).is_err() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         std::thread::spawn(move || {
@@ -1184,8 +1209,9 @@ echo "exec ran $n"
     assert!(exit.success());
 }
 
-/// `contrib/cipherstream-webhook.service` is a unit systemd accepts without a warning (its
-/// binary pointed at the one under test), and keeps the sandboxing issue 14 asks for.
+/// `contrib/cipherstream-webhook.service` and its optional `.socket` are units systemd accepts
+/// without a warning (the binary pointed at the one under test), and the service keeps the
+/// sandboxing issue 14 asks for.
 #[test]
 fn the_systemd_unit_is_valid_and_sandboxed() {
     let test = "the_systemd_unit_is_valid_and_sandboxed";
@@ -1216,9 +1242,28 @@ fn the_systemd_unit_is_valid_and_sandboxed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cipherstream-webhook.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/cipherstream", BIN)).unwrap();
-    let out = Command::new(analyze)
+    let out = Command::new(&analyze)
         .arg("verify")
         .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
+    // With socket activation: the .socket unit, and the service listening on what it passes.
+    let socket = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/cipherstream-webhook.socket"),
+    )
+    .unwrap();
+    let activated = unit
+        .replace("/usr/local/bin/cipherstream", BIN)
+        .replace("--listen 127.0.0.1:8080", "--listen systemd");
+    assert!(activated.contains("--listen systemd"));
+    std::fs::write(&path, activated).unwrap();
+    let socket_path = dir.path().join("cipherstream-webhook.socket");
+    std::fs::write(&socket_path, socket).unwrap();
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg(&socket_path)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -1331,5 +1376,67 @@ fn open_directories_are_refused_at_start() {
         "error: the state directory state is open to other users (mode 0755)\nhint: the state \
          directory holds the presigned download URLs, which are credentials; run: chmod 700 \
          state\n"
+    );
+}
+
+/// `--listen systemd`: the socket systemd's socket activation passes (here through
+/// `systemd-socket-activate`, which starts the receiver at the first connection, as a .socket
+/// unit does); that first connection, made before the receiver ran, is answered.
+#[test]
+fn listens_on_the_socket_systemd_passes() {
+    let test = "listens_on_the_socket_systemd_passes";
+    let Some(activate) = crate::net::find_program("systemd-socket-activate", &[]) else {
+        crate::net::available(
+            test,
+            "systemd-socket-activate",
+            "apt-get install systemd",
+            false,
+        );
+        return;
+    };
+    let port = crate::net::free_ports(1)[0];
+    let addr = format!("127.0.0.1:{port}");
+    let dir = workdir();
+    let mut serve = Serve::start_by(
+        dir.path(),
+        &["--listen", "systemd"],
+        &[],
+        &[activate.to_str().unwrap(), "-l", &addr],
+    );
+    assert_eq!(serve.addr, addr);
+    let body = event("del_sd", "job.progress", now());
+    assert_eq!(post_signed(serve.addr(), &body), 200);
+    serve.wait_for("delivery del_sd: job.progress: recorded");
+    let (exit, _) = serve.stop();
+    assert!(exit.success(), "{exit:?}");
+    // Without systemd's variables, --listen systemd is a usage error.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "webhook",
+            "serve",
+            "--listen",
+            "systemd",
+            "--output-dir",
+            "out",
+        ])
+        .args([
+            "--state-dir",
+            "state",
+            "--secret-file",
+            "secret",
+            "--key-file",
+            "demo.key",
+        ])
+        .args(["--customer-id", CUSTOMER])
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("error: --listen systemd: no socket was passed"),
+        "{out:?}"
     );
 }
