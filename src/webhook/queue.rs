@@ -414,7 +414,7 @@ impl Queue {
     }
 
     /// The lookups and renames of [`Queue::record`], under the record lock. A temporary file
-    /// that is renamed into place is taken out of its `Option`.
+    /// is taken out of its `Option` once it is renamed into place; the caller removes the rest.
     fn record_locked(
         &self,
         delivery: &Delivery,
@@ -446,23 +446,27 @@ impl Queue {
                 Outcome::DuplicateJob
             }
             Some((order, state)) => {
-                let temp = job_temp.take().expect("written for a job");
+                let temp = job_temp.as_ref().expect("written for a job");
                 let queued = self.job_path(JobState::Queued, &order.job_id);
-                if state == Some(JobState::Failed) {
+                let outcome = if state == Some(JobState::Failed) {
                     // A redelivery of a parked job (a fresh URL): rewrite it where it is, then
                     // move it, so it is never in two places.
                     let failed = self.job_path(JobState::Failed, &order.job_id);
-                    rename(&temp, &failed)?;
+                    rename(temp, &failed)?;
+                    *job_temp = None;
                     rename(&failed, &queued)?;
                     Outcome::Requeued
                 } else {
-                    rename(&temp, &queued)?;
+                    rename(temp, &queued)?;
                     Outcome::Queued
-                }
+                };
+                *job_temp = None;
+                outcome
             }
         };
         fault_point("before-delivery-record");
-        rename(&record_temp.take().expect("written"), &record_path)?;
+        rename(record_temp.as_ref().expect("written"), &record_path)?;
+        *record_temp = None;
         Ok(outcome)
     }
 

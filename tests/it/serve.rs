@@ -1440,3 +1440,41 @@ fn listens_on_the_socket_systemd_passes() {
         "{out:?}"
     );
 }
+
+/// The vendor's retries: a delivery that could not be stored is answered 503 (nothing recorded,
+/// so the vendor tries again), and its retry, once storing works again, is answered 200 and
+/// acted on once; a receiver that was not running when the vendor first tried gets the retry.
+#[test]
+fn a_delivery_that_cannot_be_stored_is_answered_503_and_its_retry_is_recorded() {
+    let dir = workdir();
+    let mut serve = Serve::start(dir.path(), &[]);
+    let addr = serve.addr();
+    let deliveries = dir.path().join("state/deliveries");
+    let aside = dir.path().join("state/deliveries.aside");
+    // Storing fails: the directory the delivery goes to is not there (and a file is in its way).
+    std::fs::rename(&deliveries, &aside).unwrap();
+    std::fs::write(&deliveries, "").unwrap();
+    let body = event("del_r503", "job.cancelled", now());
+    assert_eq!(post_signed(addr, &body), 503);
+    let failed = serve.wait_for("cannot store a delivery (answered 503): ");
+    assert!(
+        failed.contains("state/deliveries/del_r503.json"),
+        "{failed}"
+    );
+    std::fs::remove_file(&deliveries).unwrap();
+    std::fs::rename(&aside, &deliveries).unwrap();
+    assert!(crate::util::entries(&deliveries).is_empty());
+    assert!(crate::util::entries(&dir.path().join("state/tmp")).is_empty());
+    // The vendor's retry.
+    assert_eq!(post_signed(addr, &body), 200);
+    serve.wait_for("delivery del_r503: job.cancelled: recorded");
+    assert_eq!(crate::util::entries(&deliveries), ["del_r503.json"]);
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
+    // Not running: the connection is refused, and the vendor retries later.
+    assert!(TcpStream::connect(addr).is_err());
+    let mut serve = Serve::start(dir.path(), &[]);
+    let again = event("del_r2", "job.cancelled", now());
+    assert_eq!(post_signed(serve.addr(), &again), 200);
+    serve.wait_for("delivery del_r2: job.cancelled: recorded");
+}
