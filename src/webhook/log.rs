@@ -34,6 +34,12 @@ pub enum Event {
         /// Why, in the receiver's words (never the request's).
         why: String,
     },
+    /// A connection could not be taken (out of descriptors or threads): the client sees it
+    /// closed.
+    ConnectionLost {
+        /// Why.
+        why: String,
+    },
     /// A verified delivery was durably recorded.
     Delivery {
         /// Its delivery id.
@@ -175,6 +181,7 @@ impl Event {
         match self {
             Event::Listening { .. } => "listening",
             Event::Rejected { .. } => "rejected",
+            Event::ConnectionLost { .. } => "connection-lost",
             Event::Delivery { .. } => "delivery",
             Event::Refused { .. } => "refused",
             Event::StoreFailed { .. } => "store-failed",
@@ -223,6 +230,7 @@ impl Event {
                 put("why", json!(why));
             }
             Event::StoreFailed { why }
+            | Event::ConnectionLost { why }
             | Event::TlsReloadFailed { why }
             | Event::JobFailed { why, .. } => put("why", json!(why)),
             Event::Resumed { .. } | Event::TlsReloaded => {}
@@ -297,6 +305,7 @@ impl fmt::Display for Unescaped<'_> {
                 write!(f, "listening on {addr}{scheme}")
             }
             Event::Rejected { status, why } => write!(f, "rejected ({status}): {why}"),
+            Event::ConnectionLost { why } => write!(f, "connection dropped: {why}"),
             Event::Delivery {
                 delivery_id,
                 event,

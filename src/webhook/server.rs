@@ -486,8 +486,7 @@ impl Server {
                 Ok(stream) => stream,
                 Err(e) => {
                     // Out of descriptors or the like: say so, and give it a moment.
-                    self.log.log(Event::Rejected {
-                        status: 0,
+                    self.log.log(Event::ConnectionLost {
                         why: format!("cannot accept a connection: {e}"),
                     });
                     std::thread::sleep(Duration::from_millis(50));
@@ -520,8 +519,7 @@ impl Server {
                 });
             if let Err(e) = spawned {
                 self.open.fetch_sub(1, Ordering::SeqCst);
-                self.log.log(Event::Rejected {
-                    status: 0,
+                self.log.log(Event::ConnectionLost {
                     why: format!("cannot start a thread for a connection: {e}"),
                 });
             }
@@ -581,7 +579,17 @@ impl Server {
         };
         let routed = if head.path == "/healthz" && self.path != "/healthz" {
             match head.method.as_str() {
-                "GET" | "HEAD" => return self.answer(conn, 200, &[]),
+                "GET" => return self.answer(conn, 200, &[]),
+                "HEAD" => {
+                    let mut conn = conn;
+                    let head = answer_bytes(200, &[]);
+                    let end = head.len() - b"ok\n".len();
+                    let deadline = Instant::now() + self.limits.body_timeout;
+                    if write_all_by(&mut conn, &head[..end], deadline).is_ok() {
+                        conn.close();
+                    }
+                    return;
+                }
                 _ => Err((405, "only GET is answered at /healthz".to_owned())),
             }
         } else if head.path != self.path {

@@ -396,6 +396,8 @@ fn serve_answers_each_request_as_documented() {
     assert_eq!(status, 411);
     let (status, body) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = exchange(addr, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((status, body.as_str()), (200, ""));
 
     // Recorded, never fetched; the same delivery again is a duplicate.
     assert_eq!(post(addr, p, &progress, Some(&sign(&progress))), 200);
