@@ -15,7 +15,29 @@ use crate::webhook;
 /// Inputs are parsed as paths (any bytes the OS allows): `-` becomes standard input, and an
 /// `https://` URL a download (refused at once if it cannot be used, without quoting it).
 fn input_parser() -> impl TypedValueParser<Value = Input> {
-    clap::builder::OsStringValueParser::new().try_map(Input::parse)
+    InputParser
+}
+
+/// [`Input::parse`] as a clap parser whose error is our message alone: clap's own error for a
+/// rejected value (`try_map`) quotes the value, and a URL's query holds credentials (SPEC
+/// section 4).
+#[derive(Clone, Copy, Debug)]
+struct InputParser;
+
+impl TypedValueParser for InputParser {
+    type Value = Input;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Input, clap::Error> {
+        Input::parse(value.to_owned()).map_err(|why| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{why}\n"))
+                .with_cmd(cmd)
+        })
+    }
 }
 
 /// `--max-body-bytes`: at least one byte, at most 4 GiB (the body is held in memory).
@@ -44,6 +66,7 @@ Exit status:
      or the row count differs from --expect-rows
   4  webhook verify --seen-file: a verified delivery_id that was already recorded
   5  a download URL has expired or is refused (403, 404): retrying it will not help
+  6  a download's server certificate is not trusted (a TLS-inspecting proxy needs --ca-file)
   129, 130, 131, 143  stopped by SIGHUP, SIGINT, SIGQUIT or SIGTERM (no output file is left behind)
 
 Secrets are never taken as command-line values: the keys come from --key-file, --key-cmd and

@@ -27,6 +27,9 @@ pub enum Exit {
     Duplicate = 4,
     /// A download URL has expired or is refused (`403`, `404`): retrying it will not help.
     Refused = 5,
+    /// A download's server presented a certificate that is not trusted: no retry can help, the
+    /// trust (or the URL) must change.
+    Untrusted = 6,
     /// Hung up: SIGHUP (the terminal or ssh session went away).
     HungUp = 129,
     /// Interrupted by SIGINT.
@@ -54,10 +57,11 @@ impl Exit {
             Exit::Duplicate => 1,
             Exit::Failure => 2,
             Exit::Refused => 3,
-            Exit::Usage => 4,
-            Exit::Auth => 5,
+            Exit::Untrusted => 4,
+            Exit::Usage => 5,
+            Exit::Auth => 6,
             // A signal ends the process before any summary; rank it above all the same.
-            Exit::HungUp | Exit::Interrupted | Exit::Quit | Exit::Terminated => 6,
+            Exit::HungUp | Exit::Interrupted | Exit::Quit | Exit::Terminated => 7,
         };
         if rank(other) > rank(self) {
             other
@@ -547,6 +551,13 @@ pub enum Error {
         /// The S3 error message, when the server sent one.
         message: Option<String>,
     },
+    /// The server's TLS certificate is not trusted (exit 6): never retried.
+    Untrusted {
+        /// The URL as it may be shown.
+        url: String,
+        /// Why, in words (the names a certificate holds are the server's text).
+        why: String,
+    },
     /// A download did not complete within its retries (exit 1).
     DownloadFailed {
         /// The URL as it may be shown.
@@ -621,6 +632,7 @@ impl Error {
             | Error::StaleTimestamp { .. } => Exit::Auth,
             Error::DuplicateDelivery { .. } => Exit::Duplicate,
             Error::UrlExpired { .. } | Error::UrlRefused { .. } => Exit::Refused,
+            Error::Untrusted { .. } => Exit::Untrusted,
             Error::BadUrl(_) => Exit::Usage,
             Error::RowsSkipped { exit, .. }
             | Error::Inputs { exit, .. }
@@ -898,6 +910,11 @@ impl Error {
             Error::UrlRefused { .. } => Some(
                 "retrying this URL will not help: check that it was copied whole, or ask the \
                  vendor for the job again"
+                    .into(),
+            ),
+            Error::Untrusted { .. } => Some(
+                "if a TLS-inspecting proxy sits between you and the server, give its CA \
+                 certificate with --ca-file"
                     .into(),
             ),
             Error::DownloadFailed { .. } => Some(
@@ -1217,6 +1234,9 @@ impl fmt::Display for Unescaped<'_> {
                     write!(f, ": {message}")?;
                 }
                 f.write_str(")")
+            }
+            Error::Untrusted { url, why } => {
+                write!(f, "{url}: the server's certificate is not trusted: {why}")
             }
             Error::DownloadFailed { url, why, tries } => write!(
                 f,

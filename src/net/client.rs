@@ -10,7 +10,8 @@
 //!
 //! Trust: the system's certificate store (`rustls-native-certs`), plus the certificates of
 //! `--ca-file` (a TLS-inspecting proxy's CA); Mozilla's bundled roots only when the system has
-//! none. `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured (ureq reads them).
+//! none. `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured (ureq reads them), except
+//! that a loopback address is never reached through a proxy.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -126,14 +127,15 @@ impl Client {
 
     /// `GET` the object from byte `from` on (`Range: bytes=from-`), conditional on
     /// `if_match` (the ETag first seen) so a resumed range is of the same object. A transport
-    /// failure (connection refused or reset, a timeout, TLS) is returned as its description: the
-    /// caller decides whether to retry; the URL is never part of it.
+    /// failure (connection refused or reset, a timeout) is returned as its description, inside
+    /// `Ok`: the caller decides whether to retry; the URL is never part of it. A certificate that
+    /// is not trusted is [`Error::Untrusted`]: no retry can fix it.
     pub fn get(
         &self,
         url: &DownloadUrl,
         from: u64,
         if_match: Option<&str>,
-    ) -> std::result::Result<Answer, String> {
+    ) -> Result<std::result::Result<Answer, String>> {
         // Always a range, `bytes=0-` too: the answer then says the object's total and ETag in
         // its Content-Range, and a reader that only wants the first bytes does not start a
         // whole-object transfer it will drop.
@@ -141,10 +143,27 @@ impl Client {
             .agent
             .get(url.secret_text())
             .header("Range", format!("bytes={from}-"));
+        if url.is_loopback() {
+            // Never through a proxy (HTTPS_PROXY and the like): plain http:// is allowed to a
+            // loopback address only because its bytes never leave this machine, and a proxy's
+            // loopback is not ours.
+            request = request.config().proxy(None).build();
+        }
         if let Some(etag) = if_match {
             request = request.header("If-Match", etag);
         }
-        let response = request.call().map_err(describe)?;
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(e) => {
+                return match certificate_problem(&e) {
+                    Some(why) => Err(Error::Untrusted {
+                        url: url.shown().to_owned(),
+                        why: certificate_words(why),
+                    }),
+                    None => Ok(Err(describe(e))),
+                }
+            }
+        };
         let header = |name: &str| {
             response
                 .headers()
@@ -159,15 +178,74 @@ impl Client {
             content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
             body: response.into_body().into_reader(),
         };
-        Ok(answer)
+        Ok(Ok(answer))
+    }
+}
+
+/// The certificate problem behind `e`, if that is what failed (ureq passes rustls's error on
+/// as its own variant, or inside an `io::Error` from the handshake).
+fn certificate_problem(e: &ureq::Error) -> Option<&rustls::CertificateError> {
+    let tls = match e {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls? {
+        rustls::Error::InvalidCertificate(why) => Some(why),
+        _ => None,
+    }
+}
+
+/// A name as rustls lists a certificate's names (`DnsName("a.example")`, `IpAddress(...)`).
+fn bare_name(name: &str) -> &str {
+    let inner = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(name);
+    inner.trim_matches('"')
+}
+
+/// Why a certificate is not trusted, in words.
+fn certificate_words(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match e {
+        E::UnknownIssuer => "it is signed by an unknown issuer".to_owned(),
+        E::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "it is valid for {}, not {}",
+            if presented.is_empty() {
+                "no name".to_owned()
+            } else {
+                let names: Vec<&str> = presented.iter().map(|n| bare_name(n)).collect();
+                names.join(", ")
+            },
+            expected.to_str()
+        ),
+        E::NotValidForName => "it is not valid for this host name".to_owned(),
+        E::Expired | E::ExpiredContext { .. } => "it has expired".to_owned(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        E::Revoked => "it has been revoked".to_owned(),
+        other => format!("{other}"),
     }
 }
 
 /// What went wrong with a request, in words, without the URL (ureq's errors can quote it).
 pub fn describe(e: ureq::Error) -> String {
+    words(&e)
+}
+
+fn words(e: &ureq::Error) -> String {
     match e {
+        // The only per-read deadline is the idle timeout: say so in the flag's terms.
+        ureq::Error::Timeout(ureq::Timeout::PerRead) => {
+            "no byte arrived within the idle timeout (--idle-timeout): the connection stalled"
+                .to_owned()
+        }
         ureq::Error::Timeout(which) => format!("timed out ({which})"),
-        ureq::Error::Io(io) => io_words(&io),
+        ureq::Error::Io(io) => io_words(io),
         ureq::Error::ConnectionFailed => "the connection failed".to_owned(),
         ureq::Error::HostNotFound => "the host name was not found".to_owned(),
         ureq::Error::Tls(why) => format!("TLS failed: {why}"),
@@ -178,8 +256,13 @@ pub fn describe(e: ureq::Error) -> String {
     }
 }
 
-/// An I/O error in words, without Rust's " (os error N)".
+/// An I/O error in words, without Rust's " (os error N)". A body read fails with ureq's own
+/// error wrapped in an `io::Error` (a stall is its per-read timeout): that one is described as
+/// [`describe`] does.
 pub fn io_words(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>()) {
+        return words(inner);
+    }
     let text = e.to_string();
     match text.find(" (os error ") {
         Some(i) => text[..i].to_owned(),

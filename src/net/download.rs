@@ -151,7 +151,15 @@ pub fn fetch(
         if state.total == Some(have) {
             break;
         }
-        let outcome = one_try(client, url, &mut state, &state_path, &mut part, &mut have)?;
+        let outcome = one_try(
+            client,
+            url,
+            &mut state,
+            &state_path,
+            &mut part,
+            &mut have,
+            warn,
+        )?;
         let (why, progressed) = match outcome {
             None => break,
             Some(Try::Progress(why)) | Some(Try::Failed(why)) => (why, have > furthest),
@@ -189,6 +197,7 @@ fn one_try(
     state_path: &Path,
     part: &mut File,
     have: &mut u64,
+    warn: &dyn Warn,
 ) -> Result<Option<Try>> {
     if *have > 0 && !state.etag.as_deref().is_some_and(strong) {
         // Without a strong ETag nothing proves the bytes on disk are of the object served now.
@@ -199,7 +208,7 @@ fn one_try(
         )));
     }
     let if_match = state.etag.as_deref().filter(|e| strong(e));
-    let answer = match client.get(url, *have, if_match) {
+    let answer = match client.get(url, *have, if_match)? {
         Ok(answer) => answer,
         Err(why) => return Ok(Some(Try::Failed(why))),
     };
@@ -236,7 +245,13 @@ fn one_try(
         }
         200 => {
             if *have > 0 {
-                // The server ignored Range: the body starts at byte 0.
+                // The server ignored Range: the body starts at byte 0, and the bytes on disk
+                // are thrown away, which the user should hear about (a server that always does
+                // this never resumes).
+                warn.warn(Warning::DownloadRestarted {
+                    url: url.shown().to_owned(),
+                    why: "the server ignored the range asked for and sent the whole object".into(),
+                });
                 part.set_len(0)
                     .and_then(|()| part.seek(SeekFrom::Start(0)).map(drop))
                     .map_err(|e| Error::io("restarting the partial download", e))?;

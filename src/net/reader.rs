@@ -92,7 +92,7 @@ impl RemoteReader {
     fn try_connect(&mut self) -> Result<Option<String>> {
         let first = self.etag.is_none() && self.total == 0 && self.pos == 0;
         let if_match = self.etag.as_deref().filter(|e| strong(e));
-        let answer = match self.client.get(&self.url, self.pos, if_match) {
+        let answer = match self.client.get(&self.url, self.pos, if_match)? {
             Ok(answer) => answer,
             Err(why) => return Ok(Some(why)),
         };
@@ -143,12 +143,11 @@ impl RemoteReader {
                     return Err(changed());
                 }
                 let mut body = answer.body;
-                let skipped = io::copy(&mut body.by_ref().take(self.pos), &mut io::sink())
-                    .map_err(|e| Error::DownloadFailed {
-                        url: self.url.shown().to_owned(),
-                        why: io_words(&e),
-                        tries: 1,
-                    })?;
+                // A reset or a stall while skipping is retried like any other.
+                let skipped = match io::copy(&mut body.by_ref().take(self.pos), &mut io::sink()) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(Some(io_words(&e))),
+                };
                 if skipped != self.pos {
                     return Ok(Some("the body ended early".into()));
                 }

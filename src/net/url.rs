@@ -125,6 +125,11 @@ impl DownloadUrl {
         self.shown.starts_with("https://")
     }
 
+    /// Whether the host is a loopback address (`localhost`, 127.0.0.0/8, `::1`).
+    pub fn is_loopback(&self) -> bool {
+        is_loopback(&self.host)
+    }
+
     /// The host, without brackets or port.
     pub fn host(&self) -> &str {
         &self.host

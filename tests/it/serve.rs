@@ -833,7 +833,7 @@ fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
         crate::net::nginx::Options {
             limit_rate: Some(1000),
             plain: true,
-            ignore_range: false,
+            ..Default::default()
         },
     ) else {
         return;
@@ -1035,7 +1035,7 @@ fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
         crate::net::nginx::Options {
             limit_rate: Some(1500),
             plain: true,
-            ignore_range: false,
+            ..Default::default()
         },
     ) else {
         return;

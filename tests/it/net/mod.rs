@@ -4,12 +4,21 @@
 //! - [`seaweed::Seaweed`]: SeaweedFS's S3 gateway, which checks presigned URLs and their expiry;
 //!   objects are uploaded and URLs presigned by boto3 (`tests/net/s3.py`), an implementation
 //!   independent of ours.
-//! - [`nginx::Nginx`]: nginx serving files over HTTPS (a CA and certificate made per start) or
-//!   plain HTTP, with an optional per-connection rate limit (`limit_rate`), and optionally
-//!   ignoring `Range` (`200` with the whole file).
+//! - [`nginx::Nginx`]: nginx serving files over HTTPS (a CA and certificate made per start, for
+//!   the loopback names or names of the test's choosing) or plain HTTP, with an optional
+//!   per-connection rate limit (`limit_rate`), optionally ignoring `Range` (`200` with the whole
+//!   file), and serving `/encoded/` with `Content-Encoding: gzip`.
 //! - [`proxy::Proxy`]: a TCP proxy that resets, stalls or closes a connection after N bytes of the
 //!   response, or answers `503` `SlowDown` itself, chosen per connection, and records the
 //!   requests that pass through it.
+//! - `proxying.rs` has its own `CONNECT` proxy (for `HTTPS_PROXY`), which tunnels every request
+//!   to one server whatever the name asked for, and records what it was asked.
+//!
+//! The tests of the client: `fetch.rs` (resume, expiry, a replaced object), `faults.rs`
+//! (stalls, a multipart object, a server that ignores `Range`, `416`, `Content-Encoding`),
+//! `tls.rs` (certificates, plain `http://`), `proxying.rs` (`HTTPS_PROXY`, `NO_PROXY`). The
+//! last three assert exact bytes or rows, exit statuses and messages, and that no part of a
+//! URL's query is shown ([`assert_no_query`]).
 //!
 //! Each guard starts its server on free loopback ports, waits until it answers, and on drop kills
 //! it and removes its temporary directory (data, configuration, logs). Start one per test function
@@ -46,11 +55,14 @@
 //! S3 also wants every part of a multipart upload but the last to be at least 5 MiB (SeaweedFS
 //! answers `EntityTooSmall` otherwise), so a multipart object is at least 5 MiB + 1 byte.
 
+mod faults;
 mod fetch;
 pub mod nginx;
 pub mod proxy;
+mod proxying;
 pub mod seaweed;
 mod smoke;
+mod tls;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -201,4 +213,68 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)>
         .and_then(|code| code.parse().ok())
         .ok_or_else(bad)?;
     Ok((status, answer[end + 4..].to_vec()))
+}
+
+/// The proxy variables a machine may set; a test of the client sets the ones it means.
+const PROXY_VARIABLES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// `cipherstream` as `util::cipherstream` makes it, and with no proxy variable inherited.
+pub fn cipherstream() -> assert_cmd::Command {
+    let mut cmd = crate::util::cipherstream();
+    for name in PROXY_VARIABLES {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// The credential and signature [`signed`] puts in a URL's query.
+pub const FAKE_CREDENTIAL: &str = "AKIDNOTSHOWNANYWHERE";
+/// See [`FAKE_CREDENTIAL`].
+pub const FAKE_SIGNATURE: &str = "9b1c2d3e4f5061728394a5b6c7d8e9f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// `url` with the query of a presigned URL (nginx ignores it), so that a test against nginx can
+/// check that no part of it is shown.
+pub fn signed(url: &str) -> String {
+    format!(
+        "{url}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={FAKE_CREDENTIAL}%2F20991231%2F\
+         us-east-1%2Fs3%2Faws4_request&X-Amz-Expires=43200&X-Amz-SignedHeaders=host&\
+         X-Amz-Signature={FAKE_SIGNATURE}"
+    )
+}
+
+/// Panic if any value of `url`'s query (its credential and signature, raw or percent-decoded,
+/// and any parameter name `X-Amz-`) appears in `output` (issue 13, item 9).
+#[track_caller]
+pub fn assert_no_query(url: &str, output: &std::process::Output) {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let mut secrets: Vec<String> = vec!["X-Amz-".to_owned()];
+    for pair in query.split('&') {
+        if let Some((name, value)) = pair.split_once('=') {
+            if name == "X-Amz-Signature" || name == "X-Amz-Credential" {
+                secrets.push(value.to_owned());
+                secrets.push(value.replace("%2F", "/"));
+                // The access key alone, before the first `/`.
+                secrets.push(value.split("%2F").next().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(secrets.len() > 1, "{url} has no signed query");
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "the output shows {secret:?}:\n{text}"
+            );
+        }
+    }
 }

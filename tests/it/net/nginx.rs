@@ -28,6 +28,9 @@ pub struct Options {
     pub plain: bool,
     /// Ignore `Range` and answer `200` with the whole file (`max_ranges 0`), as some servers do.
     pub ignore_range: bool,
+    /// The names the server's certificate is valid for; empty: `127.0.0.1`, `::1` and
+    /// `localhost`. Another name makes a certificate for the wrong host.
+    pub cert_names: &'static [&'static str],
 }
 
 /// A running nginx serving the files of [`Nginx::root`]; stopped and erased on drop.
@@ -64,7 +67,7 @@ impl Nginx {
         let tls = if options.plain {
             String::new()
         } else {
-            write_certificates(d);
+            write_certificates(d, options.cert_names);
             format!(
                 "ssl_certificate {};\n        ssl_certificate_key {};",
                 d.join("server.pem").display(),
@@ -99,6 +102,11 @@ http {{
         {tls}
         root {root};
         {limits}
+        # Files stored compressed and served as such, the way S3 serves an object uploaded
+        # with `Content-Encoding: gzip`: the bytes on disk, never decompressed by the server.
+        location /encoded/ {{
+            add_header Content-Encoding gzip always;
+        }}
     }}
 }}
 ",
@@ -158,12 +166,25 @@ http {{
         self.dir.path().join("ca.pem")
     }
 
+    /// The ETag nginx sends for the file at `/NAME`: `"<mtime hex>-<size hex>"`.
+    pub fn etag(&self, name: &str) -> String {
+        let meta = std::fs::metadata(self.root().join(name)).unwrap();
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        format!("\"{mtime:x}-{:x}\"", meta.len())
+    }
+
     /// Serve `body` at `/NAME`, replacing any file there the way a server replaces an object: a
     /// new file renamed over the old one (a download in flight keeps reading the old one), its
     /// modification time moved on by at least a second so that its ETag (`"<mtime>-<size>"`)
     /// changes even when the size does not.
     pub fn put(&self, name: &str, body: &[u8]) {
         let dest = self.root().join(name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         let mtime = match std::fs::metadata(&dest).and_then(|m| m.modified()) {
             Ok(old) => SystemTime::now().max(old + Duration::from_secs(1)),
             Err(_) => SystemTime::now(),
@@ -178,8 +199,9 @@ http {{
     }
 }
 
-/// A CA, and a server certificate it signs, in `dir`: `ca.pem`, `server.pem`, `server.key`.
-fn write_certificates(dir: &Path) {
+/// A CA, and a server certificate it signs for `names` (empty: the loopback names), in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn write_certificates(dir: &Path, names: &[&str]) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -193,8 +215,13 @@ fn write_certificates(dir: &Path) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
 
-    let names = ["127.0.0.1", "::1", "localhost"].map(String::from);
-    let mut leaf = CertificateParams::new(names.to_vec()).unwrap();
+    let names = if names.is_empty() {
+        &["127.0.0.1", "::1", "localhost"][..]
+    } else {
+        names
+    };
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names).unwrap();
     leaf.distinguished_name
         .push(DnType::CommonName, "cipherstream test server");
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
