@@ -103,6 +103,8 @@ pub enum Event {
         job_id: String,
         /// Why.
         why: String,
+        /// What to check next (the error's hint), if anything.
+        hint: Option<String>,
     },
     /// A warning during a job (a download retry, a nonce reuse).
     JobWarning {
@@ -231,8 +233,11 @@ impl Event {
             }
             Event::StoreFailed { why }
             | Event::ConnectionLost { why }
-            | Event::TlsReloadFailed { why }
-            | Event::JobFailed { why, .. } => put("why", json!(why)),
+            | Event::TlsReloadFailed { why } => put("why", json!(why)),
+            Event::JobFailed { why, hint, .. } => {
+                put("why", json!(why));
+                put("hint", json!(hint));
+            }
             Event::Resumed { .. } | Event::TlsReloaded => {}
             Event::JobStarted { attempt, .. } => put("attempt", json!(attempt)),
             Event::JobRetry {
@@ -353,7 +358,13 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "job {job_id}: done: {rows} rows from {bytes} bytes in {output}"
             ),
-            Event::JobFailed { job_id, why } => write!(f, "job {job_id}: failed: {why}"),
+            Event::JobFailed { job_id, why, hint } => {
+                write!(f, "job {job_id}: failed: {why}")?;
+                match hint {
+                    Some(hint) => write!(f, " (hint: {hint})"),
+                    None => Ok(()),
+                }
+            }
             Event::JobWarning { job_id, warning } => write!(f, "job {job_id}: warning: {warning}"),
             Event::TlsReloaded => f.write_str("TLS certificate reloaded"),
             Event::TlsReloadFailed { why } => write!(

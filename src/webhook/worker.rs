@@ -209,6 +209,7 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
                     log.log(Event::JobFailed {
                         job_id: job.job_id.clone(),
                         why,
+                        hint: e.hint(),
                     })
                 })
             }

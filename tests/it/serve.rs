@@ -1480,3 +1480,80 @@ fn a_delivery_that_cannot_be_stored_is_answered_503_and_its_retry_is_recorded() 
     assert_eq!(post_signed(serve.addr(), &again), 200);
     serve.wait_for("delivery del_r2: job.cancelled: recorded");
 }
+
+/// Nothing silently wrong: an export whose row count is not `rows_processed`, whose size is not
+/// `file_size_bytes`, or whose rows do not authenticate for the delivery's customer id parks its
+/// job as failed with the reason, and writes no output at all.
+#[test]
+fn a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing() {
+    let test = "a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing";
+    let Some(nginx) = crate::net::nginx::Nginx::start(
+        test,
+        crate::net::nginx::Options {
+            plain: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
+    nginx.put("e.zip", &zip);
+    let url = nginx.url("/e.zip");
+    let size = zip.len() as u64;
+    let dir = workdir();
+    let mut serve = Serve::start(dir.path(), &["--customer-id", "cust_other"]);
+    let mut rows: serde_json::Value =
+        serde_json::from_slice(&completed("del_w1", "job_rows", CUSTOMER, &url, size)).unwrap();
+    rows["data"]["rows_processed"] = (ROWS + 1).into();
+    let bodies = [
+        rows.to_string().into_bytes(),
+        completed("del_w2", "job_size", CUSTOMER, &url, size + 1),
+        completed("del_w3", "job_customer", "cust_other", &url, size),
+    ];
+    for body in &bodies {
+        assert_eq!(post_signed(serve.addr(), body), 200);
+    }
+    assert_eq!(
+        serve.wait_for("job job_rows: failed: "),
+        format!(
+            "job job_rows: failed: state/downloads/job_rows/export: expected {} rows, found \
+             {ROWS} (hint: 1 row(s) are missing from the end: the download was probably cut \
+             short; download it again)",
+            ROWS + 1
+        )
+    );
+    assert_eq!(
+        serve.wait_for("job job_size: failed: "),
+        format!(
+            "job job_size: failed: {url}: the object is {size} bytes, but {} were expected \
+             (hint: the object is not the one announced (compare the webhook's \
+             file_size_bytes); nothing was kept)",
+            size + 1
+        )
+    );
+    assert_eq!(
+        serve.wait_for("job job_customer: failed: "),
+        "job job_customer: failed: state/downloads/job_customer/export: row 0: authentication \
+         failed (hint: row 0 fails at every nearby index: the key or the --customer-id is wrong \
+         (the two look the same))"
+    );
+    assert!(crate::util::entries(&dir.path().join("out")).is_empty());
+    let status = run_status(dir.path(), &[]);
+    let states: Vec<&str> = status
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(states, ["failed"; 3], "{status}");
+    let (exit, log) = serve.stop();
+    assert!(exit.success());
+    assert_eq!(
+        log.iter().filter(|m| m.contains("failed: ")).count(),
+        3,
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|m| m.contains("retry") || m.contains("trying again")),
+        "{log:#?}"
+    );
+}
