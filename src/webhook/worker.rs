@@ -16,8 +16,9 @@
 //!
 //! Failures: an I/O error, a download that outlasted its own retries, an object that changed
 //! under it or a key command that failed may pass; the job goes back to the queue with a backoff
-//! (the first wait `Config::retry_backoff`, doubling to at most an hour) until the URL's expiry,
-//! then is parked in `failed/` with its reason. Anything else is parked at once: an expired or
+//! (the first wait `Config::retry_backoff`, doubling to at most an hour) until the URL's expiry
+//! (12 hours after the delivery when neither the body nor the URL says), then is parked in
+//! `failed/` with its reason. Anything else is parked at once: an expired or
 //! refused URL (a retry of the same URL cannot help), a download of the wrong size, rows that
 //! fail to authenticate, a row count other than `rows_processed`.
 //!
@@ -180,7 +181,7 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
             let why = e.to_string();
             let wait = backoff(config.retry_backoff, job.attempts);
             let next = now.saturating_add(wait.as_secs() as i64);
-            let expired = job.expires_at.is_some_and(|at| next >= at);
+            let expired = next >= retry_horizon(&job);
             if may_pass(&e) && !expired {
                 job.last_error = Some(why.clone());
                 job.not_before = next;
@@ -221,6 +222,16 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
             why: format!("job {}: cannot record its state: {e}", job.job_id),
         });
     }
+}
+
+/// How long a presigned URL lives when neither the body nor the URL says (SPEC section 4: the
+/// vendor's URLs expire after 12 hours).
+const DEFAULT_URL_LIFETIME: i64 = 12 * 3600;
+
+/// Until when a job is retried: its URL's expiry, else 12 hours after it was received.
+fn retry_horizon(job: &Job) -> i64 {
+    job.expires_at
+        .unwrap_or_else(|| job.received_at.saturating_add(DEFAULT_URL_LIFETIME))
 }
 
 /// Whether a failed try may succeed later with the same URL.
@@ -397,6 +408,23 @@ mod tests {
         assert_eq!(backoff(first, 2), first * 2);
         assert_eq!(backoff(first, 3), first * 4);
         assert_eq!(backoff(first, 40), MAX_JOB_BACKOFF);
+    }
+
+    #[test]
+    fn a_job_without_an_expiry_is_retried_for_twelve_hours() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "version": 1, "job_id": "j", "delivery_id": "d", "customer_id": "c",
+            "rows_processed": 1, "file_size_bytes": null, "s3_url": null, "expires_at": null,
+            "received_at": 1000, "attempts": 1, "not_before": 1000, "last_error": null,
+            "finished_at": null, "rows": null
+        }))
+        .unwrap();
+        assert_eq!(retry_horizon(&job), 1000 + 12 * 3600);
+        let job = Job {
+            expires_at: Some(5000),
+            ..job
+        };
+        assert_eq!(retry_horizon(&job), 5000);
     }
 
     #[test]
