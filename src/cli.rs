@@ -479,7 +479,8 @@ pub struct WebhookServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub body_timeout: u64,
 
-    /// Most connections open at once; more are answered 503 and closed.
+    /// Most connections open at once; a new one then closes the one that has waited longest for
+    /// its request head, or is answered 503 when all are past theirs.
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
 

@@ -15,20 +15,24 @@
 //! whole request head (and the TLS handshake) within `Limits::header_timeout` of the accept, the
 //! whole body within `Limits::body_timeout` of the head, the answer within the same time again.
 //! A read waits at most until its deadline, so a client sending one byte a second is closed at the
-//! deadline however many bytes it sends. At most `Limits::max_connections` connections are open;
-//! past that a new connection is answered `503` at once and closed, so a flood of idle
-//! connections delays nothing else, and cannot run the process out of threads. The jobs run on
+//! deadline however many bytes it sends. At most `Limits::max_connections` connections are open.
+//! At the cap, a new connection makes room by closing the one that has waited longest for its
+//! request head (a sender's head takes milliseconds, a slow client's the whole deadline), so a
+//! flood of idle connections cannot lock a genuine delivery out; only when every open connection
+//! is past its head is a new one answered `503` at once and closed. Either way the process cannot
+//! run out of threads. The jobs run on
 //! the worker's own threads: no connection ever waits for a download.
 //!
 //! Answers carry no detail (`401 unauthorized`): the reason goes to the log only.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
@@ -55,7 +59,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Largest body accepted; a larger `Content-Length` is answered `413` unread.
     pub max_body: u64,
-    /// Most connections open at once.
+    /// Most connections open at once (the oldest still sending its head is closed to make room
+    /// for a new one).
     pub max_connections: usize,
 }
 
@@ -267,6 +272,23 @@ impl Stream {
         };
     }
 
+    fn try_clone(&self) -> io::Result<Stream> {
+        match self {
+            Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+        }
+    }
+
+    /// End both directions: a read blocked on the connection in another thread returns.
+    fn shutdown_both(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
     fn set_nonblocking(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.set_nonblocking(true),
@@ -441,6 +463,26 @@ pub struct Server {
     stop: AtomicBool,
     open: AtomicUsize,
     answering: AtomicUsize,
+    /// Connections still sending their request head, oldest first: the ones to close when the
+    /// connection cap is reached.
+    waiting: Mutex<BTreeMap<u64, Stream>>,
+    next_id: AtomicU64,
+}
+
+/// A connection's place in [`Server::waiting`], given up when dropped.
+struct Waiting<'a> {
+    server: &'a Server,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.server
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Server {
@@ -463,6 +505,8 @@ impl Server {
             stop: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             answering: AtomicUsize::new(0),
+            waiting: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
         }
     }
 
@@ -493,8 +537,30 @@ impl Server {
                     continue;
                 }
             };
-            if self.open.fetch_add(1, Ordering::SeqCst) >= self.limits.max_connections {
-                self.open.fetch_sub(1, Ordering::SeqCst);
+            // At the cap, make room by closing the connection that has waited longest for its
+            // request head (a slow client's, most likely; a sender's head takes milliseconds).
+            // Its thread ends at once, so the cap is exceeded only for that moment.
+            let mut room = self.open.load(Ordering::SeqCst) < self.limits.max_connections;
+            if !room {
+                let oldest = self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_first();
+                if let Some((_, oldest)) = oldest {
+                    oldest.shutdown_both();
+                    self.log.log(Event::Rejected {
+                        status: 408,
+                        why: format!(
+                            "{} connections are open (--max-connections): the one that had \
+                             waited longest for its request head was closed to make room",
+                            self.limits.max_connections
+                        ),
+                    });
+                    room = true;
+                }
+            }
+            if !room {
                 self.log.log(Event::Rejected {
                     status: 503,
                     why: format!(
@@ -509,15 +575,28 @@ impl Server {
                 stream.shutdown_write();
                 continue;
             }
+            self.open.fetch_add(1, Ordering::SeqCst);
+            // Registered before its thread starts, so the next accept can already close it.
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            if let Ok(handle) = stream.try_clone() {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, handle);
+            }
             let server = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("connection".into())
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    server.connection(stream);
+                    server.connection(stream, id);
                     server.open.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 self.open.fetch_sub(1, Ordering::SeqCst);
                 self.log.log(Event::ConnectionLost {
                     why: format!("cannot start a thread for a connection: {e}"),
@@ -541,8 +620,10 @@ impl Server {
         }
     }
 
-    fn connection(&self, stream: Stream) {
+    /// Serve one connection; `id` is its place in [`Server::waiting`].
+    fn connection(&self, stream: Stream, id: u64) {
         let accepted = Instant::now();
+        let waiting = Waiting { server: self, id };
         let mut conn = match &self.tls {
             None => Conn::Plain(stream),
             Some(tls) => match rustls::ServerConnection::new(tls.current()) {
@@ -577,6 +658,8 @@ impl Server {
                 Err(_) => return,
             }
         };
+        // The head is whole: from now on the connection is not the one to close for room.
+        drop(waiting);
         let routed = if head.path == "/healthz" && self.path != "/healthz" {
             match head.method.as_str() {
                 "GET" => return self.answer(conn, 200, &[]),

@@ -1272,9 +1272,10 @@ fn the_systemd_unit_is_valid_and_sandboxed() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
 }
 
-/// `Expect: 100-continue` is answered before the body is sent (curl sends it for large bodies);
-/// past `--max-connections`, a connection is answered 503 at once, and the cap frees as soon as a
-/// connection closes.
+/// `Expect: 100-continue` is answered before the body is sent (curl sends it for large bodies).
+/// At `--max-connections`, a new connection closes the one that has waited longest for its head
+/// and is answered; when every open connection is past its head, it is answered 503 at once; the
+/// cap frees as soon as a connection closes.
 #[test]
 fn expect_continue_and_the_connection_cap() {
     let dir = workdir();
@@ -1300,15 +1301,45 @@ fn expect_continue_and_the_connection_cap() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     serve.wait_for("delivery del_e1: job.progress: recorded");
 
-    // Two idle connections fill the cap: a third is answered 503 without waiting.
-    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Two idle connections fill the cap: a third makes room by closing the oldest, and is
+    // answered at once.
+    let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let (status, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    serve.wait_for(
+        "rejected (408): 2 connections are open (--max-connections): the one that had waited \
+         longest for its request head was closed to make room",
+    );
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(idle[0].read(&mut buf), Ok(0) | Err(_)),
+        "the oldest is closed"
+    );
+    drop(idle);
+    // Two connections past their head (their bodies are slow): nothing to close, so a third is
+    // answered 503 at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let sending: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     let (status, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 503);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     serve.wait_for("rejected (503): 2 connections are open already (--max-connections)");
-    drop(idle);
+    drop(sending);
     let start = Instant::now();
     loop {
         let (status, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -1556,4 +1587,28 @@ fn a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing() {
             .any(|m| m.contains("retry") || m.contains("trying again")),
         "{log:#?}"
     );
+}
+
+/// A flood of idle connections six times the cap does not lock a delivery out: each new
+/// connection closes the one that has waited longest for its head.
+#[test]
+fn a_flood_larger_than_the_cap_does_not_lock_out_a_delivery() {
+    let dir = workdir();
+    let mut serve = Serve::start(dir.path(), &["--max-connections", "50"]);
+    let addr = serve.addr();
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let body = event("del_flood", "job.progress", now());
+    let t = Instant::now();
+    assert_eq!(post_signed(addr, &body), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    serve.wait_for("delivery del_flood: job.progress: recorded");
+    let closed = "rejected (408): 50 connections are open (--max-connections): the one that had \
+                  waited longest for its request head was closed to make room";
+    assert!(serve.count(closed) >= 250, "{}", serve.count(closed));
+    drop(flood);
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
 }
