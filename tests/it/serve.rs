@@ -1612,3 +1612,62 @@ fn a_flood_larger_than_the_cap_does_not_lock_out_a_delivery() {
     let (exit, _) = serve.stop();
     assert!(exit.success());
 }
+
+/// `--exec-timeout`: a command that outlasts it is killed with everything it started, and the
+/// failure is retried like the job's.
+#[test]
+fn exec_is_killed_with_its_children_at_its_timeout() {
+    let test = "exec_is_killed_with_its_children_at_its_timeout";
+    let Some(nginx) = crate::net::nginx::Nginx::start(
+        test,
+        crate::net::nginx::Options {
+            plain: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
+    nginx.put("job_t.zip", &zip);
+    let dir = workdir();
+    // It starts a grandchild, records its pid, and waits far past the timeout.
+    std::fs::write(
+        dir.path().join("slow.sh"),
+        "sleep 60 & echo $! > grandchild.pid; wait\n",
+    )
+    .unwrap();
+    let mut serve = Serve::start(dir.path(), &["--exec", "sh slow.sh", "--exec-timeout", "1"]);
+    let url = nginx.url("/job_t.zip");
+    let body = completed("del_t1", "job_t", CUSTOMER, &url, zip.len() as u64);
+    assert_eq!(post_signed(serve.addr(), &body), 200);
+    let failed = serve.wait_for("job job_t: try 1 failed: ");
+    assert_eq!(
+        failed,
+        "job job_t: try 1 failed: --exec \"sh\" did not finish within 1s (--exec-timeout) and \
+         was killed; trying again in 1s"
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The grandchild went with the command's process group.
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sleep {pid} outlived the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The output is complete; only the command is retried.
+    assert_eq!(
+        std::fs::read(serve.output("job_t")).unwrap(),
+        expected_plaintext()
+    );
+    serve.wait_for("job job_t: try 2 failed: ");
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
+}
