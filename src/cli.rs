@@ -395,6 +395,233 @@ pub enum WebhookCommand {
     Verify(WebhookVerifyArgs),
     /// Print the X-CipherStream-Signature header value for a body.
     Sign(WebhookSignArgs),
+    /// Receive the vendor's deliveries over HTTP(S) and turn each job.completed into
+    /// OUTPUT_DIR/<job_id>.ndjson, exactly once, from a durable queue.
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(Box<WebhookServeArgs>),
+    /// List the receiver's jobs: queued, running, done and failed.
+    Status(WebhookStatusArgs),
+    /// Queue a saved delivery again (the vendor's manual redelivery from its dead-letter queue).
+    #[command(after_help = EXIT_CODES)]
+    Replay(WebhookReplayArgs),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Answers: 200 once a verified delivery is durably recorded (or was already: a repeated
+delivery_id, or a job already queued, running or done); 401 a missing or wrong signature; 400 a
+stale or future timestamp, or a body without a usable delivery_id; 413 a body over --max-body;
+404 another path; 405 another method; 411 no Content-Length; 503 when the delivery could not be
+stored (the vendor retries). GET /healthz answers 200. A verified delivery that cannot be acted
+on (an id that is not a plain name, a customer id not given with --customer-id) is answered 200
+and recorded in STATE/refused/ for `webhook replay`.
+
+The log: one line per event on standard error (--log-format json for JSON lines); it never holds
+a key, a secret, a plaintext byte or a download URL's query.
+
+Signals: SIGTERM or SIGINT stops accepting, finishes the answers under way and exits 0; a job
+still running stays queued and resumes (its download too) at the next start. SIGHUP reloads
+--tls-cert and --tls-key (a bad new pair keeps the old one, and says so in the log).
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  1  the state directory, the certificate or the listening address cannot be used
+  2  usage error (no secret, no key, no customer id, no output directory)";
+
+/// The log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `TIME message`, one line per event.
+    Text,
+    /// One JSON object per line, with `time` and `event`.
+    Json,
+}
+
+/// `cipherstream webhook serve`.
+#[derive(Debug, Args)]
+pub struct WebhookServeArgs {
+    /// Where to listen: HOST:PORT (port 0 picks a free one; the log's first line names it),
+    /// unix:PATH for a reverse proxy on the same machine, or systemd for the socket a .socket
+    /// unit passes (connections then wait in the kernel while the receiver restarts).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+
+    /// The path the vendor posts to; anything else is answered 404.
+    #[arg(long, value_name = "PATH", default_value = "/", value_parser = url_path())]
+    pub path: String,
+
+    /// Where each job's output goes, as DIR/<job_id>.ndjson (mode 0600, written atomically).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+
+    /// Where deliveries, jobs and downloads are kept (created with mode 0700) [default:
+    /// $STATE_DIRECTORY (set by systemd's StateDirectory=), else $XDG_STATE_HOME/cipherstream,
+    /// else ~/.local/state/cipherstream].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+
+    /// A customer id whose jobs are accepted; repeat it for several (each row's AAD binds it)
+    /// [env: CIPHERSTREAM_CUSTOMER_ID].
+    #[arg(long, value_name = "ID")]
+    pub customer_id: Vec<String>,
+
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Largest accepted distance, in seconds, between a body's `timestamp` and now.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub tolerance: u64,
+
+    /// Jobs run at once (downloads and decryptions).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Largest request body accepted, in bytes; a larger one is answered 413 unread.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub max_body: u64,
+
+    /// Seconds a client has from connecting to the end of its request head (TLS included).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout: u64,
+
+    /// Seconds a client has to send the body once the head arrived.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub body_timeout: u64,
+
+    /// Most connections open at once; a new one then closes the one that has waited longest for
+    /// its request head, or is answered 503 when all are past theirs.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+
+    /// Serve HTTPS (TLS 1.3 only) with this PEM certificate chain; reloaded on SIGHUP.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The log's format on standard error.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Seconds to wait after a job's first failed try (a network failure, a full disk); the wait
+    /// doubles with each try, until the download URL expires.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub retry_backoff: u64,
+
+    /// Command run after each job whose output is complete, such as "/usr/local/bin/load-export":
+    /// split into words as a shell would, run without a shell, standard input closed, told the
+    /// job in its environment only (CIPHERSTREAM_JOB_ID, CIPHERSTREAM_OUTPUT, and
+    /// CIPHERSTREAM_EVENT_FILE, a file holding the delivery's raw body). A failure is retried
+    /// like the job's (the output is not made again); the job is done once it succeeds.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+
+    /// Seconds --exec may run before it is killed, with every process it started.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub exec_timeout: u64,
+
+    /// Also trust the certificates in this PEM file for downloads (a TLS-inspecting proxy's CA).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Download failures in a row without any new byte before a try gives up (the job is then
+    /// tried again after --retry-backoff).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub retries: u32,
+
+    /// Seconds a download read may wait for a single byte before the connection counts as
+    /// stalled.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+
+    /// Connections each download uses at once, each its own range of the export (as for fetch).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub connections: u8,
+}
+
+/// Where webhook secrets come from (serve, replay).
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// File holding a webhook secret; repeat it during a rotation, any one may match [else
+    /// CIPHERSTREAM_WEBHOOK_SECRET holds the secret].
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Vec<PathBuf>,
+
+    /// Command that prints a webhook secret on standard output (run once, at start, as --key-cmd
+    /// is: no shell, standard input closed); repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub secret_cmd: Vec<String>,
+
+    /// Seconds a --secret-cmd may run before it is killed, with every process it started.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub secret_cmd_timeout: u64,
+}
+
+/// `cipherstream webhook status`.
+#[derive(Debug, Args)]
+pub struct WebhookStatusArgs {
+    /// The receiver's state directory [default: as for webhook serve].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// One JSON object per job instead of tab-separated columns (STATE, JOB_ID, CUSTOMER_ID,
+    /// TRIES, RECEIVED, DETAIL).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cipherstream webhook replay`.
+#[derive(Debug, Args)]
+pub struct WebhookReplayArgs {
+    /// The saved raw body of the delivery; `-` is standard input.
+    #[arg(value_name = "BODY", value_parser = local_input_parser())]
+    pub body: Input,
+
+    /// The delivery's X-CipherStream-Signature value. The signature is checked; the timestamp is
+    /// not (a redelivery from the vendor's dead-letter queue is hours or days old).
+    #[arg(long, value_name = "SIG")]
+    pub signature: String,
+
+    /// The receiver's state directory [default: as for webhook serve].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+
+    /// The customer ids the receiver accepts, as given to webhook serve [env:
+    /// CIPHERSTREAM_CUSTOMER_ID].
+    #[arg(long, value_name = "ID")]
+    pub customer_id: Vec<String>,
+}
+
+/// `--path`: an absolute URL path without a query.
+fn url_path() -> impl TypedValueParser<Value = String> {
+    clap::builder::StringValueParser::new().try_map(|p: String| {
+        if p.starts_with('/')
+            && !p.contains(['?', '#'])
+            && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{} is not a path starting with / (and without ? or #)",
+                crate::text::quote(&p)
+            ))
+        }
+    })
 }
 
 /// `cipherstream webhook verify`.

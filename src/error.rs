@@ -497,6 +497,40 @@ pub enum Error {
         /// The seen-file.
         seen_file: PathBuf,
     },
+    /// `webhook serve --tls-cert`/`--tls-key` cannot be used (exit 1); a key's content is never
+    /// quoted.
+    TlsFile {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// `webhook serve --exec`: the command run after a job failed (exit 1; the job is retried).
+    ExecFailed {
+        /// The command as messages name it (`--exec "notify"`: its program, not its arguments).
+        command: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// `webhook serve`: the state directory is open to group or others, or the output directory
+    /// is writable by them (exit 1).
+    OpenDirectory {
+        /// "state directory" or "--output-dir".
+        what: &'static str,
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The `chmod` mode that fixes it (`700`, `go-w`).
+        fix: &'static str,
+    },
+    /// `webhook replay`: the verified delivery will not be acted on (exit 1).
+    DeliveryRefused {
+        /// Why, in the receiver's words.
+        why: String,
+        /// Where it was recorded, in the state directory.
+        recorded: PathBuf,
+    },
     /// A download URL is not usable as given (exit 2; the URL is never quoted).
     BadUrl(crate::net::url::UrlProblem),
     /// The download URL has expired (exit 5): ask the vendor for the job again.
@@ -909,6 +943,26 @@ impl Error {
                  nothing was printed"
                     .into(),
             ),
+            Error::OpenDirectory { what, dir, fix, .. } => Some(format!(
+                "the {what} holds {}; run: chmod {fix} {}",
+                if *what == "state directory" {
+                    "the presigned download URLs, which are credentials"
+                } else {
+                    "plaintext, and whoever may write to it could plant a link where an output \
+                     goes"
+                },
+                dir.display()
+            )),
+            Error::TlsFile { .. } => Some(
+                "--tls-cert takes the PEM certificate chain (the server's first) and --tls-key \
+                 its PEM private key (PKCS#8, PKCS#1 or SEC1)"
+                    .into(),
+            ),
+            Error::DeliveryRefused { .. } => Some(
+                "fix the receiver's configuration (e.g. add the --customer-id) and replay the \
+                 delivery again"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -1209,6 +1263,23 @@ impl fmt::Display for Unescaped<'_> {
                 f,
                 "duplicate delivery: delivery_id {shown} is already recorded in {}",
                 seen_file.display()
+            ),
+            Error::ExecFailed { command, why } => write!(f, "{command} {why}"),
+            Error::OpenDirectory {
+                what, dir, mode, ..
+            } => write!(
+                f,
+                "the {what} {} is open to other users (mode {:04o})",
+                dir.display(),
+                mode & 0o7777
+            ),
+            Error::TlsFile { path, why } => {
+                write!(f, "cannot serve TLS with {}: {why}", path.display())
+            }
+            Error::DeliveryRefused { why, recorded } => write!(
+                f,
+                "the delivery is refused: {why} (recorded in {})",
+                recorded.display()
             ),
             Error::Inputs { failed, total, .. } => write!(f, "{failed} of {total} inputs failed"),
             Error::Interrupted { exit, stdout_rows } => {

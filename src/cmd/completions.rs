@@ -47,8 +47,9 @@ pub fn man(args: &ManArgs) -> Result<()> {
 /// One man page: clap_mangen's, except for the text after the options (`after_help`), which
 /// clap_mangen puts under a heading "EXTRA" as lines run together (issue 12, item 12). It becomes
 /// the sections man pages have for it, before VERSION: EXIT STATUS, a tagged list, from the
-/// paragraph headed "Exit status:"; ENVIRONMENT from the rest (where the key, customer id and
-/// webhook secret come from). `--help` stays as it is: one text, two renderings.
+/// paragraph headed "Exit status:"; ENVIRONMENT from the paragraphs that say where the key,
+/// customer id and webhook secret come from; NOTES from the others (`webhook serve`'s answers,
+/// log and signals). `--help` stays as it is: one text, two renderings.
 fn render(page: clap::Command) -> std::io::Result<Vec<u8>> {
     let after = page.get_after_help().map(ToString::to_string);
     let mut out = Vec::new();
@@ -68,13 +69,22 @@ fn render(page: clap::Command) -> std::io::Result<Vec<u8>> {
 
 /// The roff sections for an `after_help` text: paragraphs apart by blank lines; in the one headed
 /// "Exit status:", each entry is `  CODE  WHAT` and a line indented further continues the one
-/// before.
+/// before. The other paragraphs go under ENVIRONMENT when they name a `CIPHERSTREAM_` variable,
+/// else under NOTES.
 fn after_help_sections(text: &str) -> String {
     let mut statuses: Vec<(&str, String)> = Vec::new();
+    let mut environment = Vec::new();
     let mut notes = Vec::new();
     for paragraph in text.split("\n\n") {
         let Some(entries) = paragraph.strip_prefix("Exit status:\n") else {
-            notes.push(paragraph.split_whitespace().collect::<Vec<_>>().join(" "));
+            let line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+            // Where secrets come from names the variables; anything else (webhook serve's
+            // answers, log and signals) is a note, not the environment.
+            if line.contains("CIPHERSTREAM_") {
+                environment.push(line);
+            } else {
+                notes.push(line);
+            }
             continue;
         };
         for line in entries.lines() {
@@ -101,10 +111,12 @@ fn after_help_sections(text: &str) -> String {
             ));
         }
     }
-    if !notes.is_empty() {
-        roff.push_str(".SH ENVIRONMENT\n");
-        for note in &notes {
-            roff.push_str(&format!(".PP\n{}\n", roff_text(note)));
+    for (heading, paragraphs) in [("ENVIRONMENT", &environment), ("NOTES", &notes)] {
+        if !paragraphs.is_empty() {
+            roff.push_str(&format!(".SH {heading}\n"));
+            for paragraph in paragraphs {
+                roff.push_str(&format!(".PP\n{}\n", roff_text(paragraph)));
+            }
         }
     }
     roff
@@ -163,6 +175,11 @@ mod tests {
              .PP\nSecrets come from \\-\\-key\\-file, else CIPHERSTREAM_KEY.\n"
         );
         assert_eq!(roff_text(".x 'y' a\\b"), "\\&.x 'y' a\\eb");
+        // A paragraph that names no variable is a note (webhook serve's answers and signals).
+        assert_eq!(
+            after_help_sections("Signals: SIGHUP reloads.\n\nKeys from\nCIPHERSTREAM_KEY."),
+            ".SH ENVIRONMENT\n.PP\nKeys from CIPHERSTREAM_KEY.\n.SH NOTES\n.PP\nSignals: SIGHUP reloads.\n"
+        );
     }
 
     #[test]

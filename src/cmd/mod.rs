@@ -33,7 +33,14 @@ use crate::warning::{Warn, Warning};
 
 /// Run a parsed command line and report any error on standard error; returns the exit status.
 pub fn run(cli: Cli) -> Exit {
-    signals::install();
+    // The receiver handles its signals itself: SIGTERM stops it gracefully, SIGHUP reloads its
+    // certificate (cmd::webhook).
+    if !matches!(
+        cli.command,
+        Command::Webhook(crate::cli::WebhookCommand::Serve(_))
+    ) {
+        signals::install();
+    }
     let result = match &cli.command {
         Command::Decrypt(args) => decrypt::run(args),
         Command::Verify(args) => verify::run(args),

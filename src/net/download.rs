@@ -33,6 +33,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -371,7 +372,6 @@ struct Shared {
     have: u64,
     /// Why the round ended early, first reason only.
     stopped: Option<Stop>,
-    last_checkpoint: Option<Instant>,
 }
 
 /// One range of the object, fetched by one connection at a time.
@@ -539,7 +539,6 @@ impl Run<'_> {
             shared.failures_in_a_row = failures;
             shared.retries = retries;
             shared.stopped = None;
-            shared.last_checkpoint = Some(Instant::now());
         }
         self.stop.store(false, Ordering::SeqCst);
         // The first request's body is for the range at byte 0: that range is its connection's
@@ -554,10 +553,29 @@ impl Run<'_> {
             (connections.min(shared.segments.len()), first)
         };
         std::thread::scope(|scope| {
-            for i in 0..workers.max(1) {
-                let first = if i == 0 { first.take() } else { None };
-                scope.spawn(move || self.connection(first, parallel));
+            // Bytes are claimed once a second whether or not more arrive: a connection that
+            // stalls (and the kill that may follow) must not hold back what it already wrote.
+            // A failing checkpoint here is reported by the round's last one, below.
+            let (rounding, round_over) = mpsc::channel::<()>();
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = round_over.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let _ = self.checkpoint();
+                }
+            });
+            let connections: Vec<_> = (0..workers.max(1))
+                .map(|i| {
+                    let first = if i == 0 { first.take() } else { None };
+                    scope.spawn(move || self.connection(first, parallel))
+                })
+                .collect();
+            for connection in connections {
+                if let Err(panic) = connection.join() {
+                    drop(rounding);
+                    std::panic::resume_unwind(panic);
+                }
             }
+            drop(rounding);
         });
         // Claim what was written, whatever ended the round (a kill now loses nothing claimed).
         let checkpoint = self.checkpoint();
@@ -870,7 +888,7 @@ impl Run<'_> {
             self.part
                 .write_all_at(&buf[..k], at)
                 .map_err(|e| Stop::Fatal(Error::io("writing the partial download", e)))?;
-            let (complete, due) = {
+            let complete = {
                 let mut shared = self.shared.lock().expect("not poisoned");
                 let s = &mut shared.segments[index];
                 s.pos += k as u64;
@@ -878,17 +896,14 @@ impl Run<'_> {
                 shared.received += k as u64;
                 shared.have += k as u64;
                 shared.failures_in_a_row = 0;
-                let due = shared
-                    .last_checkpoint
-                    .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY);
                 self.watch.progress(
                     shared.have,
                     shared.state.as_ref().and_then(|s| s.total),
                     shared.retries,
                 );
-                (complete, due)
+                complete
             };
-            if due || complete {
+            if complete {
                 self.checkpoint().map_err(Stop::Fatal)?;
             }
             if complete {
@@ -903,8 +918,7 @@ impl Run<'_> {
     fn checkpoint(&self) -> Result<()> {
         let _one = self.checkpointing.lock().expect("not poisoned");
         let written: Vec<(usize, u64)> = {
-            let mut shared = self.shared.lock().expect("not poisoned");
-            shared.last_checkpoint = Some(Instant::now());
+            let shared = self.shared.lock().expect("not poisoned");
             shared
                 .segments
                 .iter()

@@ -40,6 +40,11 @@ impl Verified {
         self.secret_index
     }
 
+    /// The parsed body (a JSON object).
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
     /// The body's `delivery_id`: a non-empty string of at most 1024 bytes without control
     /// characters (it is stored one per line in a seen-file). Missing or unusable is an error
     /// (exit 1).

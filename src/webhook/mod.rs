@@ -13,11 +13,31 @@
 //! - [`body`]: the verified body: JSON, timestamp window, delivery id, announced row count.
 //! - [`seen`]: the seen-file of delivery ids already handed on.
 //!
-//! Reading secrets from files and the environment is the commands' job (`cmd::credentials`).
+//! The receiver (`webhook serve`, issue 14) is built from these and five more:
+//!
+//! - [`server`]: HTTP/1.1 (and HTTPS) on std threads, one request per connection, deadlines and
+//!   caps for slow and oversized requests.
+//! - [`receiver`]: a request's body to an answer: verified as `webhook verify` does, then
+//!   recorded.
+//! - [`delivery`]: what a verified body asks for (a job, an event to record, or a refusal).
+//! - [`queue`]: the durable queue of deliveries and jobs, plain files, atomic renames.
+//! - [`worker`]: the pool that downloads, decrypts and writes each job's output.
+//! - [`log`]: the receiver's log events, as text or JSON lines.
+//! - [`fault`]: fault points for the crash tests (debug builds only).
+//!
+//! Reading secrets from files and the environment is the commands' job (`cmd::credentials`), and
+//! so are printing the log and handling signals (`cmd::webhook`).
 
 pub mod body;
+pub mod delivery;
+pub mod fault;
+pub mod log;
+pub mod queue;
+pub mod receiver;
 pub mod seen;
+pub mod server;
 pub mod signature;
+pub mod worker;
 
 pub use body::{rows_processed, verify, TimestampCheck, Verified};
 pub use seen::record_delivery;

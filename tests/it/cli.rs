@@ -363,7 +363,10 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
             "cipherstream-keygen.1",
             "cipherstream-man.1",
             "cipherstream-verify.1",
+            "cipherstream-webhook-replay.1",
+            "cipherstream-webhook-serve.1",
             "cipherstream-webhook-sign.1",
+            "cipherstream-webhook-status.1",
             "cipherstream-webhook-verify.1",
             "cipherstream-webhook.1",
             "cipherstream.1",
@@ -380,6 +383,8 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
             "cipherstream-encrypt.1",
             "cipherstream-fetch.1",
             "cipherstream-webhook-verify.1",
+            "cipherstream-webhook-serve.1",
+            "cipherstream-webhook-replay.1",
         ]
         .contains(&page.as_str());
         assert_eq!(

@@ -11,6 +11,7 @@ mod multi;
 mod net;
 mod props;
 mod readme;
+mod serve;
 mod util;
 mod vectors;
 mod webhook;
