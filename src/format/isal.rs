@@ -47,7 +47,7 @@ impl std::error::Error for InvalidDeflate {}
 /// One stream's ISA-L inflate state.
 pub struct Isal {
     state: Box<ffi::inflate_state>,
-    /// A checksum failure to report on the next call, after the bytes that came before it.
+    /// A failure to report on the next call, after the bytes that came before it.
     pending: Option<io::Error>,
 }
 
@@ -144,10 +144,20 @@ impl Engine for Isal {
                 step.end = false;
                 Ok(step)
             }
-            code => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                InvalidDeflate { code },
-            )),
+            code => {
+                // ISA-L decodes up to 64 KiB ahead into its own buffer before handing bytes out,
+                // so invalid data can surface while bytes before it are still unread. They are
+                // handed on first, as zlib-rs does, so that what comes first in the stream (say,
+                // a member longer than it declares) is reported first (found by fuzz target
+                // `inflate`).
+                let e = io::Error::new(io::ErrorKind::InvalidData, InvalidDeflate { code });
+                if step.produced == 0 {
+                    return Err(e);
+                }
+                self.pending = Some(e);
+                step.end = false;
+                Ok(step)
+            }
         }
     }
 }
