@@ -566,6 +566,98 @@ mod tests {
         assert!(trailing_data(&err.expect("an error")).is_none());
     }
 
+    /// A member whose header has the optional fields `flags` asks for (RFC 1952 section 2.3:
+    /// FHCRC 2, FEXTRA 4, FNAME 8, FCOMMENT 16), with `field` as the extra field, the name and
+    /// the comment, then `data` deflated and its trailer.
+    fn member_with(flags: u8, field: &[u8], data: &[u8]) -> Vec<u8> {
+        let plain = gzip(data);
+        let mut header = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
+        if flags & 4 != 0 {
+            header.extend((field.len() as u16).to_le_bytes());
+            header.extend(field);
+        }
+        for bit in [8, 16] {
+            if flags & bit != 0 {
+                header.extend(field);
+                header.push(0);
+            }
+        }
+        if flags & 2 != 0 {
+            let crc = crc32fast::hash(&header) as u16;
+            header.extend(crc.to_le_bytes());
+        }
+        [header, plain[10..].to_vec()].concat()
+    }
+
+    /// Every optional header field is skipped, and every bad header fails with flate2's own
+    /// words, whichever inflater reads it (`read_all` compares them): the ISA-L reader parses the
+    /// header itself.
+    #[test]
+    fn optional_header_fields_and_bad_headers() {
+        let a = data(3000);
+        for flags in 0..32u8 {
+            for field in [&b""[..], b"export.ndjson", &[b'x'; 65535]] {
+                let file = member_with(flags, field, &a);
+                for step in [1, 4096] {
+                    if step == 1 && field.len() > 100 {
+                        continue;
+                    }
+                    let (out, err) = read_all(&file, step);
+                    assert!(err.is_none(), "flags {flags}: {err:?}");
+                    assert!(out == a, "flags {flags}, reads of {step}");
+                }
+            }
+        }
+        let message = |file: &[u8]| {
+            let (out, err) = read_all(file, 4096);
+            let err = err.expect("an error");
+            (out.len(), err.kind(), err.to_string())
+        };
+        let invalid = (
+            0,
+            io::ErrorKind::InvalidInput,
+            "invalid gzip header".to_owned(),
+        );
+        let mut bad_method = member_with(0, b"", &a);
+        bad_method[2] = 7;
+        assert_eq!(message(&bad_method), invalid);
+        for reserved in [32, 64, 128] {
+            assert_eq!(message(&member_with(reserved, b"", &a)), invalid);
+        }
+        let mut bad_hcrc = member_with(2 | 8, b"export.ndjson", &a);
+        bad_hcrc[10] ^= 1;
+        assert_eq!(
+            message(&bad_hcrc),
+            (
+                0,
+                io::ErrorKind::InvalidInput,
+                "corrupt gzip stream does not have a matching checksum".to_owned()
+            )
+        );
+        for flag in [8, 16] {
+            assert_eq!(
+                message(&member_with(flag, &[b'x'; 65536], &a)),
+                (
+                    0,
+                    io::ErrorKind::InvalidInput,
+                    "gzip header field too long".to_owned()
+                )
+            );
+        }
+        // Cut inside the header, in the deflate data, and in the trailer.
+        let file = member_with(4 | 8 | 16, b"export.ndjson", &a);
+        let header = 10 + 2 + 13 + 2 * 14;
+        let eof = |what: &str| (io::ErrorKind::UnexpectedEof, what.to_owned());
+        let cut = |at: usize| {
+            let (_, kind, text) = message(&file[..at]);
+            (kind, text)
+        };
+        assert_eq!(cut(5), eof("unexpected end of file"));
+        assert_eq!(cut(header - 3), eof("unexpected end of file"));
+        assert_eq!(cut(header + 20), eof("incomplete deflate stream"));
+        assert_eq!(cut(file.len() - 3), eof("unexpected end of file"));
+    }
+
     #[test]
     fn the_message_counts_the_bytes() {
         assert_eq!(
