@@ -10,7 +10,12 @@
 #
 # Options: --rows N (repeatable), --rounds R, --huge-mib M (0: skip), --python-full-rows N (run
 # the vendor's Python sample in every round up to N rows, in round 1 only above), --out FILE,
-# --candidate BIN (another cipherstream build, e.g. a patched copy, measured in the same rounds).
+# --candidate BIN (another cipherstream build, e.g. a patched copy, measured in the same rounds),
+# --isal (build with the `isal` feature too, issue 16 item 3, and measure that build as a
+# candidate: needs `apt-get install libisal-dev`). By hand, the same is
+#   cargo build --release --locked --features isal && cp target/release/cipherstream bench/work/cs-isal
+#   bash bench/run.sh --candidate bench/work/cs-isal
+# (copy it out: run.sh rebuilds target/release/cipherstream without the feature).
 # Exports go to bench/work/ (gitignored) and are reused when present; delete a directory to
 # regenerate it. Needs: Rust, Python 3 with `cryptography` (fixtures/requirements.txt), unzip,
 # GNU time at /usr/bin/time. A missed target prints FAIL but does not fail the script: this is a
@@ -25,6 +30,7 @@ huge=
 py_full=100000
 out=bench/BENCHMARKS.md
 quick=0
+isal=0
 while (($#)); do
     case "$1" in
         --rows) rows+=("$2"); shift 2 ;;
@@ -34,7 +40,8 @@ while (($#)); do
         --out) out="$2"; shift 2 ;;
         --candidate) candidates+=(--candidate "$(realpath "$2")"); shift 2 ;;
         --quick) quick=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --isal) isal=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,6 +71,13 @@ if ((huge > 0)); then
         python3 bench/make_export.py --huge-mib "$huge" --out "$work/huge_${huge}mib"
 fi
 
+if ((isal)); then
+    # Built first and copied out: the default build below replaces target/release/cipherstream.
+    echo "== cargo build --release --locked --features isal (the ISA-L candidate)" >&2
+    cargo build --release --locked --features isal
+    cp target/release/cipherstream "$work/cs-isal"
+    candidates+=(--candidate "$(realpath "$work/cs-isal")")
+fi
 echo "== cargo build --release --locked" >&2
 cargo build --release --locked
 # The floor is a harness-less bench target; `cargo bench --no-run` builds it with the bench profile
@@ -82,6 +96,7 @@ command="bash bench/run.sh"
 ((quick)) && command+=" --quick"
 for n in "${rows[@]}"; do command+=" --rows $n"; done
 command+=" --rounds $rounds --huge-mib $huge"
+((isal)) && command+=" --isal"
 
 python3 bench/measure.py --cs target/release/cipherstream --inflate "$inflate" --work "$work" \
     --rows "${rows[@]}" --huge-mib "$huge" --rounds "$rounds" --python-full-rows "$py_full" \

@@ -8,7 +8,10 @@ Writes into fuzz/corpus/<target>/ (git-ignored; libFuzzer adds what it finds bes
                      plus a few JSON plaintexts (the `line` target also seals its input as one);
   roundtrip:         scripts for the roundtrip target (see checks/roundtrip.rs): the same
                      plaintexts under each combination of BOM, CRLF, final newline and gzip;
-  json:              the same JSON plaintexts, and a few documents at the grammar's corners.
+  json:              the same JSON plaintexts, and a few documents at the grammar's corners;
+  inflate:           every ZIP and gzip vector as it is, and the NDJSON of each vector to be
+                     compressed and damaged by the target (see checks/inflate.rs: the first byte
+                     picks the mode and the read size).
 Seeds are rewritten on every run; the fixtures themselves are never duplicated in git.
 Standard library only.
 """
@@ -186,6 +189,15 @@ def main() -> int:
             for line in ndjson.split(b"\n"):
                 if line.strip() and len(line) <= LINE_MAX:
                     lines.add(line)
+        raw = p.read_bytes()
+        if raw.startswith((b"PK", b"\x1f\x8b")):
+            # 132: the file as it is, read 4096 bytes at a time.
+            write("inflate", f"vector-{p.name}", bytes([132]) + raw)
+        for i, ndjson in enumerate(ndjson_of(p)):
+            if len(ndjson) <= 60_000:
+                # 129, 130, 131: one gzip member, two, a ZIP member; read 4096 at a time.
+                for mode in (129, 130, 131):
+                    write("inflate", f"ndjson-{mode}-{i}-{p.name}", bytes([mode]) + ndjson)
     base = next(z for p in vectors if p.name == "zip_stored.zip" for z in ndjson_of(p))
     zips = lying_zips(base)
     for name, data in zips.items():

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod container;
 pub mod export;
+pub mod inflate;
 pub mod json;
 pub mod line;
 pub mod roundtrip;

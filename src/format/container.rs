@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::gzip;
+use crate::format::inflate::{Engine, Inflater, ZlibRs};
+#[cfg(feature = "isal")]
+use crate::format::isal::{Isal, Wrapper};
 
 /// The container formats the tool reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +166,16 @@ pub fn sniff(source: &mut impl Read, name: &str, member: Option<&str>) -> Result
 /// The NDJSON of a gzip or plain input read as a stream: `head` (from [`sniff`]) followed by
 /// `rest`. A ZIP needs random access (its directory is at its end): give it to [`open_seekable`].
 pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) -> Result<Ndjson> {
+    open_stream_with(head, rest, name, Inflater::DEFAULT)
+}
+
+/// [`open_stream`] with a chosen inflater (the differential fuzz target compares them).
+pub fn open_stream_with<R: Read + Send + 'static>(
+    head: Head,
+    rest: R,
+    name: &str,
+    inflater: Inflater,
+) -> Result<Ndjson> {
     let consumed = Arc::new(AtomicU64::new(0));
     let meta = Meta {
         kind: head.kind,
@@ -184,7 +197,7 @@ pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) ->
                     .chain(rest),
                 count: consumed.clone(),
             };
-            Box::new(gzip::Members::new(raw))
+            Box::new(gzip::Members::with(raw, inflater))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -208,10 +221,21 @@ pub fn open_stream<R: Read + Send + 'static>(head: Head, rest: R, name: &str) ->
 /// told from the first bytes, so `source` MUST be positioned at its start. `name` names the input
 /// in errors and `size` is its length in bytes (the progress total).
 pub fn open_seekable<R: Read + Seek + Send + 'static>(
+    source: R,
+    name: &str,
+    size: u64,
+    member: Option<&str>,
+) -> Result<Ndjson> {
+    open_seekable_with(source, name, size, member, Inflater::DEFAULT)
+}
+
+/// [`open_seekable`] with a chosen inflater (the differential fuzz target compares them).
+pub fn open_seekable_with<R: Read + Seek + Send + 'static>(
     mut source: R,
     name: &str,
     size: u64,
     member: Option<&str>,
+    inflater: Inflater,
 ) -> Result<Ndjson> {
     let head = sniff(&mut source, name, member)?;
     source
@@ -219,7 +243,7 @@ pub fn open_seekable<R: Read + Seek + Send + 'static>(
         .map_err(|e| typed_or_io(e, format!("reading {name}")))?;
     let consumed = Arc::new(AtomicU64::new(0));
     let (meta, reader): (Meta, Box<dyn Read + Send>) = match head.kind {
-        Kind::Zip => return open_zip(source, name, member),
+        Kind::Zip => return open_zip(source, name, member, inflater),
         Kind::Gzip => {
             let raw = Counting {
                 inner: source,
@@ -231,7 +255,7 @@ pub fn open_seekable<R: Read + Seek + Send + 'static>(
                 total: Some(size),
                 crc32: None,
             };
-            (meta, Box::new(gzip::Members::new(raw)))
+            (meta, Box::new(gzip::Members::with(raw, inflater)))
         }
         Kind::Plain => {
             check_plain(name, head.bytes())?;
@@ -325,6 +349,7 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     file: R,
     name: &str,
     member: Option<&str>,
+    inflater: Inflater,
 ) -> Result<Ndjson> {
     let mut archive = zip::ZipArchive::new(file).map_err(|e| match e {
         zip::result::ZipError::Io(e) if e.get_ref().is_some_and(|i| i.is::<Error>()) => {
@@ -422,10 +447,17 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     let raw = file.take(compressed);
     let consumed = Arc::new(AtomicU64::new(0));
     let reader: Box<dyn Read + Send> = if method == zip::CompressionMethod::Deflated {
-        Box::new(Counting {
-            inner: Inflate::new(raw, declared),
-            count: consumed.clone(),
-        })
+        match inflater {
+            Inflater::ZlibRs => Box::new(Counting {
+                inner: Inflate::new(raw, ZlibRs::new(), declared),
+                count: consumed.clone(),
+            }),
+            #[cfg(feature = "isal")]
+            Inflater::Isal => Box::new(Counting {
+                inner: Inflate::new(raw, Isal::new(Wrapper::Raw), declared),
+                count: consumed.clone(),
+            }),
+        }
     } else {
         Box::new(Counting {
             inner: ExactSize {
@@ -449,31 +481,34 @@ fn open_zip<R: Read + Seek + Send + 'static>(
     })
 }
 
-/// Inflates a deflated ZIP member from its raw bytes with zlib-rs (the backend the `zip` crate
-/// uses), through a 128 KiB input buffer, refusing output beyond the declared size and a stream
-/// that ends early or short. It does not check the CRC-32: see [`Ndjson`].
-struct Inflate<R> {
+/// Inflates a deflated ZIP member from its raw bytes with an [`Engine`] (zlib-rs, the backend the
+/// `zip` crate uses, or ISA-L), through a 128 KiB input buffer, refusing output beyond the declared
+/// size and a stream that ends early or short. It does not check the CRC-32: see [`Ndjson`].
+struct Inflate<R, E> {
     raw: R,
     input: Vec<u8>,
     pos: usize,
     len: usize,
     raw_done: bool,
-    z: flate2::Decompress,
+    z: E,
+    /// Bytes inflated so far.
+    total: u64,
     declared: u64,
     finished: bool,
     /// An error to report on the next read, after the bytes that came before it.
     failed: Option<io::Error>,
 }
 
-impl<R: Read> Inflate<R> {
-    fn new(raw: R, declared: u64) -> Inflate<R> {
+impl<R: Read, E: Engine> Inflate<R, E> {
+    fn new(raw: R, z: E, declared: u64) -> Inflate<R, E> {
         Inflate {
             raw,
             input: vec![0; 128 * 1024],
             pos: 0,
             len: 0,
             raw_done: false,
-            z: flate2::Decompress::new(false),
+            z,
+            total: 0,
             declared,
             finished: false,
             failed: None,
@@ -481,7 +516,7 @@ impl<R: Read> Inflate<R> {
     }
 }
 
-impl<R: Read> Read for Inflate<R> {
+impl<R: Read, E: Engine> Read for Inflate<R, E> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -498,27 +533,18 @@ impl<R: Read> Read for Inflate<R> {
                 self.pos = 0;
                 self.raw_done = self.len == 0;
             }
-            let (in_before, out_before) = (self.z.total_in(), self.z.total_out());
-            let status = self
-                .z
-                .decompress(
-                    &self.input[self.pos..self.len],
-                    buf,
-                    flate2::FlushDecompress::None,
-                )
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let consumed = (self.z.total_in() - in_before) as usize;
-            self.pos += consumed;
-            let mut n = (self.z.total_out() - out_before) as usize;
-            if n == 0 && consumed == 0 && self.pos < self.len && status != flate2::Status::StreamEnd
-            {
+            let step = self.z.run(&self.input[self.pos..self.len], buf)?;
+            self.pos += step.consumed;
+            let mut n = step.produced;
+            if n == 0 && step.consumed == 0 && self.pos < self.len && !step.end {
                 // zlib makes progress whenever it has input and room; never spin if it does not.
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "the deflate stream makes no progress",
                 ));
             }
-            let total = self.z.total_out();
+            self.total += n as u64;
+            let total = self.total;
             if total > self.declared {
                 // Hand on the bytes up to the declared size, then fail.
                 let e = io::Error::new(
@@ -536,7 +562,7 @@ impl<R: Read> Read for Inflate<R> {
                 self.failed = Some(e);
                 return Ok(n);
             }
-            if status == flate2::Status::StreamEnd {
+            if step.end {
                 self.finished = true;
                 if total != self.declared {
                     let e = io::Error::new(
@@ -736,9 +762,13 @@ pub fn read_error(input: &str, meta: &Meta, e: io::Error) -> Error {
 /// back`): issue 12, item 9. Messages of our own (sizes that do not match) pass through.
 fn corruption(e: &io::Error) -> String {
     let text = e.to_string();
-    let decoder = e
-        .get_ref()
-        .is_some_and(|inner| inner.is::<flate2::DecompressError>());
+    let decoder = e.get_ref().is_some_and(|inner| {
+        #[cfg(feature = "isal")]
+        if inner.is::<crate::format::isal::InvalidDeflate>() {
+            return true;
+        }
+        inner.is::<flate2::DecompressError>()
+    });
     if text.contains("matching checksum") {
         "its CRC-32 or length does not match the one its trailer records".to_owned()
     } else if decoder || text.contains("corrupt deflate stream") {
@@ -837,21 +867,44 @@ mod tests {
 
     /// Read an input as the pipeline does, in reads of `step` bytes: the bytes read and the error
     /// that ended them, if any.
+    /// The same with every inflater of this build (checked here: bytes, error message and exit
+    /// status), so each test below holds for each of them.
     fn read_steps(input: Vec<u8>, step: usize) -> Result<(Vec<u8>, Option<Error>, Meta)> {
-        let size = input.len() as u64;
-        let mut ndjson = open_seekable(io::Cursor::new(input), "z", size, None)?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; step];
-        loop {
-            match ndjson.reader.read(&mut buf) {
-                Ok(0) => return Ok((out, None, ndjson.meta)),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => {
-                    let e = read_error("z", &ndjson.meta, e);
-                    return Ok((out, Some(e), ndjson.meta));
+        let read_with = |inflater| -> Result<(Vec<u8>, Option<Error>, Meta)> {
+            let size = input.len() as u64;
+            let mut ndjson =
+                open_seekable_with(io::Cursor::new(input.clone()), "z", size, None, inflater)?;
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                match ndjson.reader.read(&mut buf) {
+                    Ok(0) => return Ok((out, None, ndjson.meta)),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        let e = read_error("z", &ndjson.meta, e);
+                        return Ok((out, Some(e), ndjson.meta));
+                    }
                 }
             }
+        };
+        let first = read_with(Inflater::ZlibRs);
+        let show = |r: &Result<(Vec<u8>, Option<Error>, Meta)>| match r {
+            Ok((_, e, _)) => e.as_ref().map(|e| (e.to_string(), e.exit())),
+            Err(e) => Some((e.to_string(), e.exit())),
+        };
+        for &other in &Inflater::ALL[1..] {
+            let got = read_with(other);
+            assert_eq!(show(&got), show(&first), "{other:?}, reads of {step}");
+            if let (Ok((a, err, _)), Ok((b, _, _))) = (&first, &got) {
+                assert!(
+                    crate::format::inflate::same_output(a, b, err.is_none()),
+                    "{other:?}, reads of {step}: {} bytes, not {}",
+                    b.len(),
+                    a.len()
+                );
+            }
         }
+        first
     }
 
     /// Read `zip` as the pipeline does, in reads of `step` bytes: (bytes, `Meta::crc32`).

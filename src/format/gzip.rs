@@ -16,23 +16,32 @@ use std::io::{self, BufRead, Read};
 
 use flate2::bufread::GzDecoder;
 
+use crate::format::inflate::Inflater;
+
 /// The input buffer's size: the inflater reads straight out of it.
 const BUFFER: usize = 256 * 1024;
 
 /// The NDJSON of a gzip file: every member's data, in order. A member that is corrupt or cut
-/// short fails as flate2 reports it (`InvalidInput`/`InvalidData`, `UnexpectedEof`); bytes after
-/// the last member that are not zero padding fail with an `InvalidData` error holding a
-/// [`TrailingData`], after every byte of the members.
+/// short fails as flate2 reports it (`InvalidInput`/`InvalidData`, `UnexpectedEof`), whichever
+/// [`Inflater`] reads it; bytes after the last member that are not zero padding fail with an
+/// `InvalidData` error holding a [`TrailingData`], after every byte of the members.
 pub struct Members<R> {
     /// The member being read (or about to be); `None` past the last member and what followed it.
-    member: Option<GzDecoder<Peek<R>>>,
+    member: Option<Member<R>>,
+    inflater: Inflater,
 }
 
 impl<R: Read> Members<R> {
-    /// Read the gzip file `raw` from its first byte.
+    /// Read the gzip file `raw` from its first byte, with this build's inflater.
     pub fn new(raw: R) -> Members<R> {
+        Members::with(raw, Inflater::DEFAULT)
+    }
+
+    /// Read the gzip file `raw` from its first byte, with `inflater`.
+    pub fn with(raw: R, inflater: Inflater) -> Members<R> {
         Members {
-            member: Some(GzDecoder::new(Peek::new(raw))),
+            member: Some(Member::new(Peek::new(raw), inflater)),
+            inflater,
         }
     }
 }
@@ -48,15 +57,60 @@ impl<R: Read> Read for Members<R> {
                 return Ok(n);
             }
             // The member ended and its CRC-32 and length matched. What follows it?
-            self.member = match what_follows(decoder.get_mut())? {
+            self.member = match what_follows(decoder.source())? {
                 Next::Member => self
                     .member
                     .take()
-                    .map(|ended| GzDecoder::new(ended.into_inner())),
+                    .map(|ended| Member::new(ended.into_source(), self.inflater)),
                 Next::End => None,
             };
         }
         Ok(0)
+    }
+}
+
+/// One gzip member, read by the chosen inflater.
+// One member is alive at a time, and the default build has only the large variant: boxing it
+// would cost the default build an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Member<R> {
+    Flate(GzDecoder<Peek<R>>),
+    #[cfg(feature = "isal")]
+    Isal(isal::GzMember<Peek<R>>),
+}
+
+impl<R: Read> Member<R> {
+    fn new(source: Peek<R>, inflater: Inflater) -> Member<R> {
+        match inflater {
+            Inflater::ZlibRs => Member::Flate(GzDecoder::new(source)),
+            #[cfg(feature = "isal")]
+            Inflater::Isal => Member::Isal(isal::GzMember::new(source)),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Member::Flate(d) => d.read(buf),
+            #[cfg(feature = "isal")]
+            Member::Isal(d) => d.read(buf),
+        }
+    }
+
+    /// The input, positioned after the member once it has ended.
+    fn source(&mut self) -> &mut Peek<R> {
+        match self {
+            Member::Flate(d) => d.get_mut(),
+            #[cfg(feature = "isal")]
+            Member::Isal(d) => &mut d.source,
+        }
+    }
+
+    fn into_source(self) -> Peek<R> {
+        match self {
+            Member::Flate(d) => d.into_inner(),
+            #[cfg(feature = "isal")]
+            Member::Isal(d) => d.source,
+        }
     }
 }
 
@@ -193,6 +247,183 @@ impl<R: Read> BufRead for Peek<R> {
     }
 }
 
+/// A gzip member read with ISA-L: the header parsed here exactly as flate2 parses it (same
+/// checks, same errors), the deflate data and the trailer by ISA-L, which checks the CRC-32 and
+/// length and stops right after the trailer.
+#[cfg(feature = "isal")]
+mod isal {
+    use std::io::{self, BufRead, Read};
+
+    use crate::format::inflate::Engine;
+    use crate::format::isal::{InvalidDeflate, Isal, Wrapper};
+
+    const FHCRC: u8 = 1 << 1;
+    const FEXTRA: u8 = 1 << 2;
+    const FNAME: u8 = 1 << 3;
+    const FCOMMENT: u8 = 1 << 4;
+    const FRESERVED: u8 = 0b1110_0000;
+    /// flate2's bound on a name or comment (`MAX_HEADER_BUF`).
+    const MAX_FIELD: usize = 65535;
+
+    pub(super) struct GzMember<B> {
+        pub(super) source: B,
+        header_read: bool,
+        z: Isal,
+        end: bool,
+    }
+
+    impl<B: BufRead> GzMember<B> {
+        pub(super) fn new(source: B) -> GzMember<B> {
+            GzMember {
+                source,
+                header_read: false,
+                z: Isal::new(Wrapper::GzipBody),
+                end: false,
+            }
+        }
+    }
+
+    impl<B: BufRead> Read for GzMember<B> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if !self.header_read {
+                self.header_read = true;
+                // A failed header fails this read; the member then reads as ended, as flate2's
+                // does.
+                if let Err(e) = read_header(&mut self.source) {
+                    self.end = true;
+                    return Err(e);
+                }
+            }
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            loop {
+                if self.end {
+                    return Ok(0);
+                }
+                let input = self.source.fill_buf()?;
+                let eof = input.is_empty();
+                let step = self.z.run(input, buf).map_err(|e| {
+                    if e.get_ref().is_some_and(|i| i.is::<InvalidDeflate>()) {
+                        // flate2's words, as the zlib-rs reader reports it.
+                        io::Error::new(io::ErrorKind::InvalidInput, "corrupt deflate stream")
+                    } else {
+                        e
+                    }
+                })?;
+                self.source.consume(step.consumed);
+                self.end = step.end;
+                if step.produced > 0 {
+                    return Ok(step.produced);
+                }
+                if self.end {
+                    return Ok(0);
+                }
+                if eof {
+                    // flate2 tells a deflate stream cut short from a trailer cut short.
+                    return Err(if self.z.in_trailer() {
+                        io::ErrorKind::UnexpectedEof.into()
+                    } else {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete deflate stream")
+                    });
+                }
+                if step.consumed == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the deflate stream makes no progress",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn bad_header() -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, "invalid gzip header")
+    }
+
+    /// Fill `out` from `r`; the end of input first is `UnexpectedEof`.
+    fn read_exact(
+        r: &mut impl BufRead,
+        out: &mut [u8],
+        crc: &mut crc32fast::Hasher,
+    ) -> io::Result<()> {
+        let mut at = 0;
+        while at < out.len() {
+            let chunk = match r.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = chunk.len().min(out.len() - at);
+            out[at..at + n].copy_from_slice(&chunk[..n]);
+            r.consume(n);
+            at += n;
+        }
+        crc.update(out);
+        Ok(())
+    }
+
+    /// Skip a zero-terminated field (name or comment), as flate2 bounds it.
+    fn skip_to_nul(r: &mut impl BufRead, crc: &mut crc32fast::Hasher) -> io::Result<()> {
+        let mut len = 0usize;
+        loop {
+            let mut byte = [0u8];
+            read_exact(r, &mut byte, crc)?;
+            match byte[0] {
+                0 => return Ok(()),
+                _ if len == MAX_FIELD => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "gzip header field too long",
+                    ))
+                }
+                _ => len += 1,
+            }
+        }
+    }
+
+    /// Read and check a member's header (RFC 1952 section 2.3), with flate2's checks and errors.
+    fn read_header(r: &mut impl BufRead) -> io::Result<()> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut fixed = [0u8; 10];
+        read_exact(r, &mut fixed, &mut crc)?;
+        if fixed[0] != 0x1f || fixed[1] != 0x8b || fixed[2] != 8 {
+            return Err(bad_header());
+        }
+        let flags = fixed[3];
+        if flags & FRESERVED != 0 {
+            return Err(bad_header());
+        }
+        if flags & FEXTRA != 0 {
+            let mut xlen = [0u8; 2];
+            read_exact(r, &mut xlen, &mut crc)?;
+            let mut extra = vec![0u8; usize::from(u16::from_le_bytes(xlen))];
+            read_exact(r, &mut extra, &mut crc)?;
+        }
+        if flags & FNAME != 0 {
+            skip_to_nul(r, &mut crc)?;
+        }
+        if flags & FCOMMENT != 0 {
+            skip_to_nul(r, &mut crc)?;
+        }
+        if flags & FHCRC != 0 {
+            let sum = crc.clone().finalize() as u16;
+            let mut stored = [0u8; 2];
+            read_exact(r, &mut stored, &mut crc)?;
+            if u16::from_le_bytes(stored) != sum {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "corrupt gzip stream does not have a matching checksum",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,18 +437,35 @@ mod tests {
 
     use crate::testing::Trickle;
 
-    /// Everything read from `input`, in reads of `step` bytes, and the error that ended it.
+    /// Everything read from `input`, in reads of `step` bytes, and the error that ended it:
+    /// the same with every inflater of this build (checked here), so each test below holds for
+    /// each of them.
     fn read_all(input: &[u8], step: usize) -> (Vec<u8>, Option<io::Error>) {
-        let mut r = Members::new(Trickle { data: input, step });
-        let mut out = Vec::new();
-        let mut buf = vec![0; 7000];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => return (out, None),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => return (out, Some(e)),
+        let read_with = |inflater| {
+            let mut r = Members::with(Trickle { data: input, step }, inflater);
+            let mut out = Vec::new();
+            let mut buf = vec![0; 7000];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => return (out, None),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => return (out, Some(e)),
+                }
             }
+        };
+        let first = read_with(Inflater::ZlibRs);
+        for &other in &Inflater::ALL[1..] {
+            let (out, err) = read_with(other);
+            assert!(
+                crate::format::inflate::same_output(&first.0, &out, first.1.is_none()),
+                "{other:?}, reads of {step}: {} bytes, not {}",
+                out.len(),
+                first.0.len()
+            );
+            let show = |e: &Option<io::Error>| e.as_ref().map(|e| (e.kind(), e.to_string()));
+            assert_eq!(show(&err), show(&first.1), "{other:?}, reads of {step}");
         }
+        first
     }
 
     fn data(n: u32) -> Vec<u8> {
@@ -316,6 +564,98 @@ mod tests {
         bad_crc[at] ^= 1;
         let (_, err) = read_all(&bad_crc, 4096);
         assert!(trailing_data(&err.expect("an error")).is_none());
+    }
+
+    /// A member whose header has the optional fields `flags` asks for (RFC 1952 section 2.3:
+    /// FHCRC 2, FEXTRA 4, FNAME 8, FCOMMENT 16), with `field` as the extra field, the name and
+    /// the comment, then `data` deflated and its trailer.
+    fn member_with(flags: u8, field: &[u8], data: &[u8]) -> Vec<u8> {
+        let plain = gzip(data);
+        let mut header = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
+        if flags & 4 != 0 {
+            header.extend((field.len() as u16).to_le_bytes());
+            header.extend(field);
+        }
+        for bit in [8, 16] {
+            if flags & bit != 0 {
+                header.extend(field);
+                header.push(0);
+            }
+        }
+        if flags & 2 != 0 {
+            let crc = crc32fast::hash(&header) as u16;
+            header.extend(crc.to_le_bytes());
+        }
+        [header, plain[10..].to_vec()].concat()
+    }
+
+    /// Every optional header field is skipped, and every bad header fails with flate2's own
+    /// words, whichever inflater reads it (`read_all` compares them): the ISA-L reader parses the
+    /// header itself.
+    #[test]
+    fn optional_header_fields_and_bad_headers() {
+        let a = data(3000);
+        for flags in 0..32u8 {
+            for field in [&b""[..], b"export.ndjson", &[b'x'; 65535]] {
+                let file = member_with(flags, field, &a);
+                for step in [1, 4096] {
+                    if step == 1 && field.len() > 100 {
+                        continue;
+                    }
+                    let (out, err) = read_all(&file, step);
+                    assert!(err.is_none(), "flags {flags}: {err:?}");
+                    assert!(out == a, "flags {flags}, reads of {step}");
+                }
+            }
+        }
+        let message = |file: &[u8]| {
+            let (out, err) = read_all(file, 4096);
+            let err = err.expect("an error");
+            (out.len(), err.kind(), err.to_string())
+        };
+        let invalid = (
+            0,
+            io::ErrorKind::InvalidInput,
+            "invalid gzip header".to_owned(),
+        );
+        let mut bad_method = member_with(0, b"", &a);
+        bad_method[2] = 7;
+        assert_eq!(message(&bad_method), invalid);
+        for reserved in [32, 64, 128] {
+            assert_eq!(message(&member_with(reserved, b"", &a)), invalid);
+        }
+        let mut bad_hcrc = member_with(2 | 8, b"export.ndjson", &a);
+        bad_hcrc[10] ^= 1;
+        assert_eq!(
+            message(&bad_hcrc),
+            (
+                0,
+                io::ErrorKind::InvalidInput,
+                "corrupt gzip stream does not have a matching checksum".to_owned()
+            )
+        );
+        for flag in [8, 16] {
+            assert_eq!(
+                message(&member_with(flag, &[b'x'; 65536], &a)),
+                (
+                    0,
+                    io::ErrorKind::InvalidInput,
+                    "gzip header field too long".to_owned()
+                )
+            );
+        }
+        // Cut inside the header, in the deflate data, and in the trailer.
+        let file = member_with(4 | 8 | 16, b"export.ndjson", &a);
+        let header = 10 + 2 + 13 + 2 * 14;
+        let eof = |what: &str| (io::ErrorKind::UnexpectedEof, what.to_owned());
+        let cut = |at: usize| {
+            let (_, kind, text) = message(&file[..at]);
+            (kind, text)
+        };
+        assert_eq!(cut(5), eof("unexpected end of file"));
+        assert_eq!(cut(header - 3), eof("unexpected end of file"));
+        assert_eq!(cut(header + 20), eof("incomplete deflate stream"));
+        assert_eq!(cut(file.len() - 3), eof("unexpected end of file"));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 pub mod aead;
 pub mod container;
 pub mod gzip;
+pub mod inflate;
+#[cfg(feature = "isal")]
+pub mod isal;
 pub mod json;
 pub mod key;
 pub mod keyset;

@@ -32,7 +32,10 @@ fn saved_fuzz_inputs_pass_their_target_checks() {
             Some("export") => checks::export::check,
             Some("json") => checks::json::check,
             Some("roundtrip") => checks::roundtrip::check,
-            _ => panic!("{name}: not named <line|container|export|json|roundtrip>-<short-name>"),
+            Some("inflate") => checks::inflate::check,
+            _ => panic!(
+                "{name}: not named <line|container|export|json|roundtrip|inflate>-<short-name>"
+            ),
         };
         if let Err(panic) = std::panic::catch_unwind(|| check(&data)) {
             let message = panic
