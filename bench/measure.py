@@ -602,6 +602,15 @@ def main() -> int:
             bound = statistics.median(max(p["reader"], p["total"] / nproc) / f for p, f in rounds)
             w(f"| {n:,} rows | {prefix[:-1] or 'tool'} | {med['reader']:.2f} | {med['workers']:.2f} | {med['main']:.2f}"
               f" | {med['total']:.2f} | {infl:.2f} | {bound:.2f} |")
+    # The network benchmarks run on their own (they need nginx and aria2, or start a receiver):
+    # their last reports are carried here, headings moved one level down, as they were written.
+    for name, how in (("DOWNLOAD.md", "python3 bench/download.py"),
+                      ("WEBHOOK.md", "python3 bench/webhook_burst.py --out bench/WEBHOOK.md")):
+        report = HERE / name
+        if report.exists():
+            w("")
+            w(f"<!-- from bench/{name}, written by `{how}` -->")
+            w("\n".join("#" + l if l.startswith("#") else l for l in report.read_text().strip().splitlines()))
     findings = HERE / "FINDINGS.md"
     if findings.exists():
         w("")

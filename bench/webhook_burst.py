@@ -15,7 +15,7 @@ What it does, on loopback only:
      issue's target (p99 under 100 ms), as Markdown, to standard output and to `--out`.
 
 Usage: python3 bench/webhook_burst.py [--bin target/release/cipherstream] [--deliveries 1000]
-       [--jobs-running 4] [--out bench/WEBHOOK.md]
+       [--jobs-running 4] [--export-dir bench/work/rows_100000] [--out bench/WEBHOOK.md]
 Build first: cargo build --release --locked. The machine is shared: run it when it is quiet, and
 report the load average it prints.
 """
@@ -86,6 +86,10 @@ def main():
     ap.add_argument("--deliveries", type=int, default=1000)
     ap.add_argument("--jobs-running", type=int, default=4)
     ap.add_argument("--job-export", default=str(DEMO / "appointments_1758630144658_c7511999.zip"))
+    ap.add_argument("--export-dir", default=None,
+                    help="a bench/make_export.py directory (e.g. bench/work/rows_100000): its "
+                         "export, key and customer id for the running jobs, so they are still "
+                         "downloading and decrypting during the burst")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.bin = str(pathlib.Path(args.bin).resolve())
@@ -96,9 +100,16 @@ def main():
         (work / "out").mkdir()
         (work / "secret").write_text(SECRET + "\n")
         os.chmod(work / "secret", 0o600)
-        shutil.copy(DEMO / "demo.key", work / "key")
+        rows = 8
+        if args.export_dir:
+            source = pathlib.Path(args.export_dir)
+            meta = json.loads((source / "meta.json").read_text())
+            key, customer, rows = source / "customer.key", meta["customer_id"], meta["rows"]
+            args.job_export = str(source / "export.zip")
+        else:
+            key, customer = DEMO / "demo.key", (DEMO / "customer_id.txt").read_text().strip()
+        shutil.copy(key, work / "key")
         os.chmod(work / "key", 0o600)
-        customer = (DEMO / "customer_id.txt").read_text().strip()
         files = work / "files"
         files.mkdir()
         shutil.copy(args.job_export, files / "export.zip")
@@ -135,7 +146,7 @@ def main():
         for i in range(args.jobs_running):
             body = json.dumps({
                 "event": "job.completed", "timestamp": rfc3339(now), "delivery_id": f"job_{i}",
-                "data": {"job_id": f"job_{i}", "customer_id": customer, "rows_processed": 8,
+                "data": {"job_id": f"job_{i}", "customer_id": customer, "rows_processed": rows,
                          "file_size_bytes": export_size, "s3_url": export_url,
                          "expires_at": rfc3339(now + 3600)}}).encode()
             status, _ = request(addr, body)
@@ -180,7 +191,9 @@ def main():
             "",
             f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
             f"- Command: `python3 bench/webhook_burst.py --deliveries {args.deliveries} "
-            f"--jobs-running {args.jobs_running}`",
+            f"--jobs-running {args.jobs_running}"
+            f"{' --export-dir ' + os.path.relpath(args.export_dir, ROOT) if args.export_dir else ''}`",
+            f"- Jobs: each downloads {export_size:,} bytes and decrypts {rows:,} rows",
             f"- Machine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}, "
             f"after {load_after[0]:.2f}",
             f"- Binary: `{os.path.relpath(args.bin, ROOT)}`",

@@ -6,7 +6,7 @@
 //! Read-ahead: once the reader has read 256 KiB in order (the ZIP member, gzip,
 //! plain NDJSON; not the ZIP directory's small reads), up to `connections` threads fetch the next
 //! 1 MiB ranges ahead of it, each a conditional ranged `GET`, into a window of at most
-//! 8 MiB, so a server that limits each connection's speed is not the bottleneck and
+//! 4 MiB, so a server that limits each connection's speed is not the bottleneck and
 //! memory stays bounded. A `Seek` elsewhere drops the window (its threads stop); reading in order
 //! from there starts a new one.
 //!
