@@ -6,7 +6,7 @@ throttles each connection, with curl and aria2 side by side in the same rounds.
     python3 bench/download.py --rate-mib 4 --rounds 5 --out bench/DOWNLOAD.md
 
 Scenarios, every contender once per round, in an order rotated between rounds:
-  1. Throttled download (nginx `limit_rate` per connection, like S3 and CDNs): `cipherstream fetch`
+  1. Throttled download (nginx behind a proxy of ours that paces each connection, like S3 and CDNs): `cipherstream fetch`
      with 1 and 4 connections, `curl -o`, `aria2c` with 1 and 4 connections. Target: fetch with 4
      connections at least 3.5x the throughput of fetch with 1.
   2. Slow link: `decrypt URL` against the same throttled server, its throughput compared with the
@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,12 +47,11 @@ def free_port() -> int:
 
 
 class Nginx:
-    """nginx in the foreground, one process, serving `root` with `limit_rate` per connection."""
+    """nginx in the foreground, one process, serving `root`."""
 
-    def __init__(self, root: Path, rate: int | None):
+    def __init__(self, root: Path):
         self.dir = Path(tempfile.mkdtemp(prefix="cs-bench-nginx-"))
         self.port = free_port()
-        limit = f"limit_rate {rate};" if rate else ""
         conf = self.dir / "nginx.conf"
         conf.write_text(f"""
 daemon off; master_process off; worker_processes 1;
@@ -62,7 +62,7 @@ http {{
     client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
     fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
     types {{ }} default_type application/octet-stream;
-    server {{ listen 127.0.0.1:{self.port}; root {root}; {limit} }}
+    server {{ listen 127.0.0.1:{self.port}; root {root}; }}
 }}
 """)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -83,6 +83,60 @@ http {{
         self.proc.kill()
         self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Throttle:
+    """A TCP proxy on 127.0.0.1 that paces what the server sends on each connection to `rate`
+    bytes a second from that connection's first byte, as S3 and CDNs limit each connection.
+    (nginx's own `limit_rate` is per request and lets the first second's worth through at once:
+    the 1 MiB ranged requests of a read-ahead would never be throttled at all.)"""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, upstream_port: int, rate: int):
+        self.rate, self.upstream = rate, ("127.0.0.1", upstream_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, self.rate), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rate: int | None) -> None:
+        start, sent = None, 0
+        try:
+            while data := src.recv(self.PIECE):
+                if rate:
+                    start = start or time.monotonic()
+                    ahead = sent / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    sent += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.listener.close()
 
 
 def timed(argv: list[str], stdout=subprocess.DEVNULL, env=None) -> tuple[float, int]:
@@ -145,7 +199,8 @@ def main() -> None:
     fast_meta = json.loads((fast / "meta.json").read_text())
     rate = int(a.rate_mib * MIB)
     scratch = Path(tempfile.mkdtemp(prefix="cs-bench-dl-", dir=ROOT / "bench" / "work"))
-    throttled, open_ = Nginx(slow, rate), Nginx(fast, None)
+    behind, open_ = Nginx(slow), Nginx(fast)
+    throttled = Throttle(behind.port, rate)
     load_start = os.getloadavg()
     try:
         zip_slow, zip_fast = throttled.url("export.zip"), open_.url("export.zip")
@@ -168,6 +223,7 @@ def main() -> None:
         decrypts = {
             "decrypt URL, throttled": lambda: timed(decrypt_argv(cs, slow, zip_slow, n)),
             "decrypt URL, unthrottled": lambda: timed(decrypt_argv(cs, fast, zip_fast, n)),
+            "decrypt URL, unthrottled, 1 connection (no read-ahead)": lambda: timed(decrypt_argv(cs, fast, zip_fast, 1)),
             "decrypt FILE (page cache)": lambda: timed(decrypt_argv(cs, fast, str(fast / "export.zip"), None)),
         }
         # Correctness first, untimed: every downloader's bytes, and decrypt URL's rows.
@@ -206,6 +262,7 @@ def main() -> None:
         load_end = os.getloadavg()
     finally:
         throttled.stop()
+        behind.stop()
         open_.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -217,7 +274,8 @@ def main() -> None:
         "# Download benchmark (issue 13)", "",
         f"Command: `{a.command}`  ",
         f"Machine: {os.cpu_count()} cores; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end.  ",
-        f"Throttled server: nginx on 127.0.0.1, `limit_rate` {a.rate_mib:g} MiB/s per connection, "
+        f"Throttled server: nginx on 127.0.0.1 behind a proxy that paces each connection to "
+        f"{a.rate_mib:g} MiB/s, "
         f"serving the {a.slow_rows:,}-row ZIP export ({slow_size / 1e6:.1f} MB). Unthrottled: the "
         f"{a.fast_rows:,}-row ZIP ({fast_size / 1e6:.1f} MB). {a.rounds} rounds, order rotated; "
         "median wall time, [fastest, slowest]; ratios are medians of same-round ratios. "
@@ -226,19 +284,21 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for k in contenders:
-        size = fast_size if k in ("decrypt URL, unthrottled", "decrypt FILE (page cache)") else slow_size
+        size = fast_size if "unthrottled" in k or "FILE" in k else slow_size
         lines.append(f"| {k} | {med[k]:.2f} [{min(times[k]):.2f}, {max(times[k]):.2f}] | "
                      f"{size / med[k] / 1e6:.1f} | {rss[k] / 1024:.1f} |")
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
     window_mib = 16 + 4
     url_rss = max(rss["decrypt URL, throttled"], rss["decrypt URL, unthrottled"]) / 1024
+    ahead_cost = (rss["decrypt URL, unthrottled"] - rss["decrypt URL, unthrottled, 1 connection (no read-ahead)"]) / 1024
     lines += [
         "", "| Target | Measured | |", "|---|---|---|",
         f"| fetch with {n} connections >= 3.5x one connection | {rmed['fetch4/fetch1']:.2f}x | {verdict(rmed['fetch4/fetch1'] >= 3.5)} |",
         f"| decrypt URL on a slow link >= 0.9x the link (best downloader) | {rmed['url/link']:.2f}x | {verdict(rmed['url/link'] >= 0.9)} |",
         f"| decrypt URL on a fast link >= 0.9x decrypt FILE | {rmed['url/file']:.2f}x | {verdict(rmed['url/file'] >= 0.9)} |",
         f"| decrypt URL peak RSS <= 16 MiB + 4 MiB window | {url_rss:.1f} MiB | {verdict(url_rss <= window_mib)} |",
+        f"| (read-ahead's own cost: RSS with {n} connections minus with 1) | {ahead_cost:.1f} MiB | |",
         "",
     ]
     Path(a.out).write_text("\n".join(lines))
