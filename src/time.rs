@@ -17,7 +17,7 @@
 
 use jiff::civil;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Environment variable overriding the current time (Unix seconds) in debug builds; a testing aid.
 pub const ENV_NOW: &str = "CIPHERSTREAM_NOW";
@@ -29,7 +29,7 @@ pub fn now() -> Result<i64> {
     if let Some(value) = std::env::var_os(ENV_NOW).filter(|v| !v.is_empty()) {
         let text = value.to_string_lossy();
         return text.trim().parse::<i64>().map_err(|_| {
-            Error::Usage(format!(
+            crate::error::Error::Usage(format!(
                 "{ENV_NOW} must be a whole number of Unix seconds, got {text:?}"
             ))
         });

@@ -87,6 +87,10 @@ pub trait AfterJob: Send + Sync {
     ) -> Result<()>;
 }
 
+/// The niceness of the workers (see [`work`]).
+#[cfg(target_os = "linux")]
+const WORKER_NICE: i32 = 10;
+
 /// The running workers.
 pub struct Pool {
     stop: Arc<AtomicBool>,
@@ -133,6 +137,13 @@ impl Pool {
 }
 
 fn work(stop: &AtomicBool, queue: &Queue, config: &Config, log: &dyn Log) {
+    // Answers first: a worker, and the download, decryption and --exec threads and processes
+    // it starts (they inherit it), run at nice 10, so that a burst of deliveries arriving while
+    // jobs run is answered by the server's threads (nice 0) before the jobs' work goes on. On
+    // Linux a priority is a thread's (`setpriority(2)`, NOTES: who 0 is the calling thread).
+    // Best effort: a system that refuses leaves the worker as it was.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(None, WORKER_NICE);
     while !stop.load(Ordering::SeqCst) {
         let now = crate::time::now().unwrap_or(0);
         match queue.claim(now) {
