@@ -605,7 +605,8 @@ def main() -> int:
     # The network benchmarks run on their own (they need nginx and aria2, or start a receiver):
     # their last reports are carried here, headings moved one level down, as they were written.
     for name, how in (("DOWNLOAD.md", "python3 bench/download.py"),
-                      ("WEBHOOK.md", "python3 bench/webhook_burst.py --out bench/WEBHOOK.md")):
+                      ("WEBHOOK.md", "python3 bench/webhook_burst.py --export-dir bench/work/rows_100000 --out bench/WEBHOOK.md"),
+                      ("WEBHOOK-pool.md", "python3 bench/webhook_burst.py --export-dir bench/work/rows_100000 --concurrency 100 --out bench/WEBHOOK-pool.md")):
         report = HERE / name
         if report.exists():
             w("")
