@@ -521,7 +521,8 @@ def main() -> int:
     w(f"- Output sink: `{SINK}`" + ("" if SINK == Path("/dev/null") else
       " (a char 1:3 node made by the harness, because `/dev/null` on this machine had been replaced by a regular file)"))
     for prefix, binary in tools[1:]:
-        w(f"- Candidate `{prefix[:-1]}`: `{binary}`, measured in the same rounds (rows marked [{prefix[:-1]}])")
+        shown = os.path.relpath(binary, HERE.parent) if str(binary).startswith(str(HERE.parent)) else Path(binary).name
+        w(f"- Candidate `{prefix[:-1]}`: `{shown}`, measured in the same rounds (rows marked [{prefix[:-1]}])")
     w(f"- Rounds: {a.rounds}; each round runs every contender on every export once, all interleaved, in an order"
       " rotated between rounds.")
     w("")

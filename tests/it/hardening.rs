@@ -836,7 +836,7 @@ fn dash_as_the_output_is_standard_output() {
     assert_eq!(entries(dir.path()), ["customer.key"]);
 }
 
-fn under_pty(command: &str) -> String {
+pub(crate) fn under_pty(command: &str) -> String {
     let out = StdCommand::new("script")
         .args(["-qec", command, "/dev/null"])
         .stdin(Stdio::null())
@@ -846,7 +846,7 @@ fn under_pty(command: &str) -> String {
 }
 
 /// True if script(1) is there to give a command a terminal (it must be, under CI).
-fn script_available() -> bool {
+pub(crate) fn script_available() -> bool {
     let there = StdCommand::new("script").arg("--version").output().is_ok();
     assert!(
         there || std::env::var_os("CI").is_none(),

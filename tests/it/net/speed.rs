@@ -546,3 +546,58 @@ fn a_failed_input_stops_its_download_before_the_next_input_is_read() {
         "{stderr}"
     );
 }
+
+/// On a terminal, `fetch` draws a bar with the bytes of the total, the retries so far, the rate
+/// and the ETA, then a one-line summary; the URL's query is in neither. Off a terminal (stderr a
+/// pipe), a download without retries prints nothing at all (issue 13, item 5).
+#[test]
+fn the_download_bar_is_drawn_on_a_terminal_only() {
+    let test = "the_download_bar_is_drawn_on_a_terminal_only";
+    if !crate::hardening::script_available() {
+        return;
+    }
+    // 300 KB at 100 KB/s: a few seconds, time for the bar to be drawn more than once.
+    let Some(nginx) = plain_nginx(test, Some(100_000)) else {
+        return;
+    };
+    let body = pattern(300_000, 7);
+    nginx.put("bar.bin", &body);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("bar.bin");
+    let url = format!("http://{}/bar.bin?X-Amz-Signature=sekrit", nginx.addr());
+    let command = format!(
+        "{} fetch --connections 1 '{url}' -o {}",
+        assert_cmd::cargo::cargo_bin("cipherstream").display(),
+        dest.display()
+    );
+    let screen = crate::hardening::under_pty(&command);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let shown = format!("http://{}/bar.bin", nginx.addr());
+    assert!(
+        screen.contains(&format!("{shown}: [")),
+        "no bar: {screen:?}"
+    );
+    assert!(
+        screen.contains("/292.97 KiB, 0 retries, "),
+        "no bytes of the total: {screen:?}"
+    );
+    assert!(screen.contains("/s, ETA "), "no rate and ETA: {screen:?}");
+    assert!(
+        screen.contains(&format!(
+            "{}: 300000 bytes (300000 this run, 0 retries) in ",
+            dest.display()
+        )),
+        "no summary: {screen:?}"
+    );
+    assert!(!screen.contains("sekrit"), "{screen:?}");
+
+    std::fs::remove_file(&dest).unwrap();
+    let out = cipherstream()
+        .args(["fetch", "--connections", "1", &url, "-o"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
