@@ -601,3 +601,126 @@ fn the_download_bar_is_drawn_on_a_terminal_only() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(std::fs::read(&dest).unwrap(), body);
 }
+
+/// `cipherstream ARGS` started in the background with its output captured (and no
+/// `CIPHERSTREAM_*` variable of the test's own environment).
+fn spawn_cipherstream(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("cipherstream"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CIPHERSTREAM_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait (up to 20 s) until the proxy has forwarded `bytes` on one connection.
+fn wait_for_delivered(proxy: &Proxy, bytes: u64) {
+    wait_until("a connection's bytes", Duration::from_secs(20), || {
+        Ok(proxy.delivered().iter().any(|&n| n >= bytes).then_some(()))
+    })
+    .unwrap();
+}
+
+/// The object replaced on the server in the middle of one run (issue 13, item 7): the first
+/// connection stalls after 1 MB, the object is replaced, and the request made after the stall
+/// carries `If-Match` with the first ETag. `fetch` is refused (412), says it starts over, and
+/// ends with exactly the new object; `decrypt URL` stops with exit 1 and the reason, and
+/// leaves nothing at `-o`. Never a splice of the two.
+#[test]
+fn an_object_replaced_mid_download_is_never_spliced() {
+    let Some(web) = plain_nginx("an_object_replaced_mid_download", None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old = pattern(3_000_000, 1);
+    let new = pattern(3_500_000, 2);
+    web.put("obj.bin", &old);
+    let first_etag = web_etag(&web, "obj.bin");
+    let proxy = Proxy::http(web.addr(), first(vec![Fault::Stall { after: 1_000_000 }]));
+    let dest = dir.path().join("obj.bin");
+    let url = via(&proxy, "obj.bin");
+    let child = spawn_cipherstream(&[
+        "fetch".as_ref(),
+        url.as_ref(),
+        "--connections".as_ref(),
+        "1".as_ref(),
+        "--idle-timeout".as_ref(),
+        "2".as_ref(),
+        "-o".as_ref(),
+        dest.as_os_str(),
+    ]);
+    wait_for_delivered(&proxy, 1_000_000);
+    web.put("obj.bin", &new);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(std::fs::read(&dest).unwrap() == new, "not the new object");
+    assert_eq!(entries(dir.path()), ["obj.bin"]);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: the object changed since the download started (its ETag no longer \
+             matches); starting the download again",
+            url.split('?').next().unwrap()
+        )),
+        "{stderr}"
+    );
+    let seen = proxy.requests();
+    assert!(seen.len() >= 3, "{:?}", ranges(&proxy));
+    assert_eq!(seen[1].header("if-match"), Some(first_etag.as_str()));
+    assert!(
+        seen[1].header("range").unwrap().starts_with("bytes=1"),
+        "{:?}",
+        ranges(&proxy)
+    );
+    assert_eq!(seen[2].header("range"), Some("bytes=0-"));
+
+    // decrypt URL on one connection: the same replacement is an error, never new rows after
+    // old ones.
+    let (_, key, bytes) = export(dir.path());
+    web.put("rows.ndjson.gz", &bytes);
+    // The first request's body is dropped once the input's kind is known (the reader seeks back
+    // to byte 0), so the first two connections stall; whichever is reading when the object is
+    // replaced, every request after the first is conditional on the first ETag.
+    let proxy = Proxy::http(web.addr(), |i| match i {
+        0 | 1 => Fault::Stall { after: 1_000_000 },
+        _ => Fault::Pass,
+    });
+    let out_path = dir.path().join("rows.ndjson");
+    let url = via(&proxy, "rows.ndjson.gz");
+    let child = spawn_cipherstream(&[
+        "decrypt".as_ref(),
+        url.as_ref(),
+        "--connections".as_ref(),
+        "1".as_ref(),
+        "--idle-timeout".as_ref(),
+        "2".as_ref(),
+        "--customer-id".as_ref(),
+        "cust_1".as_ref(),
+        "--key-file".as_ref(),
+        key.as_os_str(),
+        "-o".as_ref(),
+        out_path.as_os_str(),
+    ]);
+    wait_for_delivered(&proxy, 1_000_000);
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let (_, _, other) = export(&again);
+    web.put("rows.ndjson.gz", &other);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let shown = format!("http://{}/rows.ndjson.gz", proxy.addr());
+    assert!(
+        stderr.contains(&format!(
+            "error: {shown}: the object changed while it was being read (its ETag or size moved)"
+        )),
+        "{stderr}"
+    );
+    assert!(!out_path.exists());
+}
