@@ -357,6 +357,19 @@ fn wait_for_claimed_bytes(partial: &Path, at_least: u64) {
     }
 }
 
+/// nginx on loopback over plain HTTP, at `limit_rate` bytes a second per connection if given;
+/// `None` (the test says why it is skipped) where nginx is not installed.
+fn plain_nginx(test: &str, limit_rate: Option<u64>) -> Option<crate::net::nginx::Nginx> {
+    crate::net::nginx::Nginx::start(
+        test,
+        crate::net::nginx::Options {
+            limit_rate,
+            plain: true,
+            ..Default::default()
+        },
+    )
+}
+
 fn run_status(dir: &Path, extra: &[&str]) -> String {
     let out = Command::new(BIN)
         .current_dir(dir)
@@ -849,14 +862,7 @@ fn serve_help_is_snapshotted() {
 #[test]
 fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
     let test = "sigterm_parks_a_running_job_and_the_next_start_resumes_its_download";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            limit_rate: Some(1000),
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, Some(1000)) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
@@ -925,13 +931,7 @@ fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
 #[test]
 fn replay_queues_a_saved_delivery_for_the_running_receiver() {
     let test = "replay_queues_a_saved_delivery_for_the_running_receiver";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, None) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
@@ -1048,14 +1048,7 @@ fn try_post_signed(addr: SocketAddr, body: &[u8]) -> Option<u16> {
 #[test]
 fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
     let test = "kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            limit_rate: Some(1500),
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, Some(1500)) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
@@ -1150,13 +1143,7 @@ fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
 #[test]
 fn exec_runs_after_each_job_and_its_failure_is_retried() {
     let test = "exec_runs_after_each_job_and_its_failure_is_retried";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, None) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
@@ -1529,13 +1516,7 @@ fn a_delivery_that_cannot_be_stored_is_answered_503_and_its_retry_is_recorded() 
 #[test]
 fn a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing() {
     let test = "a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, None) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
@@ -1629,13 +1610,7 @@ fn a_flood_larger_than_the_cap_does_not_lock_out_a_delivery() {
 #[test]
 fn exec_is_killed_with_its_children_at_its_timeout() {
     let test = "exec_is_killed_with_its_children_at_its_timeout";
-    let Some(nginx) = crate::net::nginx::Nginx::start(
-        test,
-        crate::net::nginx::Options {
-            plain: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(nginx) = plain_nginx(test, None) else {
         return;
     };
     let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
