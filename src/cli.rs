@@ -540,6 +540,12 @@ pub struct WebhookServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_timeout: u64,
 
+    /// Days a delivery record (and a refusal) is kept, to answer a redelivery of its id as a
+    /// duplicate; older ones are removed at start and every 6 hours. Jobs are kept. 0 keeps
+    /// everything.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36500))]
+    pub keep_deliveries: u32,
+
     /// Connections each download uses at once, each its own range of the export (as for fetch).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub connections: u8,

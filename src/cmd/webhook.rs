@@ -163,6 +163,9 @@ fn serve(args: &WebhookServeArgs) -> Result<()> {
     for job_id in queue.resume_running()? {
         log.log(Event::Resumed { job_id });
     }
+    if args.keep_deliveries > 0 {
+        start_pruning(queue.clone(), log.clone(), args.keep_deliveries);
+    }
     let listener = Listener::bind(&args.listen)?;
     let jobs = usize::from(args.jobs);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -551,4 +554,41 @@ fn read_body(input: &Input, limit: u64) -> Result<Vec<u8>> {
         "webhook body",
         "raise the limit with --max-body-bytes BYTES",
     )
+}
+
+/// How often old delivery records are pruned, after the first time at start.
+const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Remove delivery records and refusals older than `days` days now (before the receiver
+/// listens), then every [`PRUNE_EVERY`] on a thread of its own (it ends with the process). A
+/// failure is logged and tried again next time: it never stops the receiver.
+fn start_pruning(queue: Arc<Queue>, log: Arc<dyn Log>, days: u32) {
+    let thread_log = log.clone();
+    let prune = move || {
+        let log = &thread_log;
+        let cut = std::time::SystemTime::now()
+            .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
+            .unwrap_or(std::time::UNIX_EPOCH);
+        match queue.prune(cut) {
+            Ok((0, 0)) => {}
+            Ok((deliveries, refused)) => log.log(Event::Pruned {
+                deliveries,
+                refused,
+                days,
+            }),
+            Err(e) => log.log(Event::PruneFailed { why: e.to_string() }),
+        }
+    };
+    prune();
+    let spawned = std::thread::Builder::new()
+        .name("prune".into())
+        .spawn(move || loop {
+            std::thread::sleep(PRUNE_EVERY);
+            prune();
+        });
+    if let Err(e) = spawned {
+        log.log(Event::PruneFailed {
+            why: format!("cannot start its thread: {e}"),
+        });
+    }
 }

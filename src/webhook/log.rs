@@ -120,6 +120,20 @@ pub enum Event {
         /// Why.
         why: String,
     },
+    /// Delivery records and refusals older than `--keep-deliveries` days were removed.
+    Pruned {
+        /// Delivery records removed.
+        deliveries: usize,
+        /// Refusal records removed.
+        refused: usize,
+        /// Their age limit, in days.
+        days: u32,
+    },
+    /// Old delivery records could not be pruned (tried again later).
+    PruneFailed {
+        /// Why.
+        why: String,
+    },
     /// A signal asked the receiver to stop.
     Stopping {
         /// The signal's name.
@@ -195,6 +209,8 @@ impl Event {
             Event::JobWarning { .. } => "job-warning",
             Event::TlsReloaded => "tls-reloaded",
             Event::TlsReloadFailed { .. } => "tls-reload-failed",
+            Event::Pruned { .. } => "pruned",
+            Event::PruneFailed { .. } => "prune-failed",
             Event::Stopping { .. } => "stopping",
             Event::Stopped { .. } => "stopped",
         }
@@ -233,7 +249,8 @@ impl Event {
             }
             Event::StoreFailed { why }
             | Event::ConnectionLost { why }
-            | Event::TlsReloadFailed { why } => put("why", json!(why)),
+            | Event::TlsReloadFailed { why }
+            | Event::PruneFailed { why } => put("why", json!(why)),
             Event::JobFailed { why, hint, .. } => {
                 put("why", json!(why));
                 put("hint", json!(hint));
@@ -258,6 +275,15 @@ impl Event {
                 put("output", json!(output));
             }
             Event::JobWarning { warning, .. } => put("warning", json!(warning)),
+            Event::Pruned {
+                deliveries,
+                refused,
+                days,
+            } => {
+                put("deliveries", json!(deliveries));
+                put("refused", json!(refused));
+                put("days", json!(days));
+            }
             Event::Stopping { signal } => put("signal", json!(signal)),
             Event::Stopped { parked } => put("parked", json!(parked)),
         }
@@ -336,6 +362,20 @@ impl fmt::Display for Unescaped<'_> {
                     "job {job_id}: was running when the receiver stopped; resuming"
                 )
             }
+            Event::PruneFailed { why } => {
+                write!(
+                    f,
+                    "cannot prune old delivery records (tried again later): {why}"
+                )
+            }
+            Event::Pruned {
+                deliveries,
+                refused,
+                days,
+            } => write!(
+                f,
+                "pruned {deliveries} delivery records and {refused} refusals older than {days} days"
+            ),
             Event::JobStarted { job_id, attempt } => {
                 write!(f, "job {job_id}: started (try {attempt})")
             }

@@ -339,6 +339,39 @@ impl Queue {
         }
     }
 
+    /// Remove delivery records and refusals last written before `before` (the file's mtime:
+    /// when it was renamed into place), and return how many of each. A delivery record only
+    /// answers a redelivery of its id as a duplicate, and the vendor retries within hours; job
+    /// files are kept, so a delivery for a job already done is still a duplicate however old.
+    /// Under the record lock, so no lookup sees a record half gone.
+    pub fn prune(&self, before: std::time::SystemTime) -> Result<(usize, usize)> {
+        let _lock = self.record_lock()?;
+        let prune_dir = |name: &str| -> Result<usize> {
+            let dir = self.root.join(name);
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(io_at("cannot read", &dir)(e)),
+            };
+            let mut removed = 0;
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    fs::remove_file(entry.path()).map_err(io_at("cannot remove", &entry.path()))?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                sync_dir(&dir)?;
+            }
+            Ok(removed)
+        };
+        Ok((prune_dir("deliveries")?, prune_dir("refused")?))
+    }
+
     fn dir(&self, state: JobState) -> PathBuf {
         self.root.join("jobs").join(state.name())
     }
@@ -850,6 +883,55 @@ mod tests {
             .ends_with(&format!("run: chmod 700 {}", root.display())));
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
         Queue::open(&root).unwrap();
+    }
+
+    #[test]
+    fn prune_removes_old_delivery_records_and_refusals_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("state")).unwrap();
+        let now = 1_760_000_000;
+        for id in ["old", "new"] {
+            queue
+                .record(&delivery(id, Some(order(&format!("job_{id}")))), false, now)
+                .unwrap();
+        }
+        let refused = queue.root().join("refused");
+        create_private_dir(&refused).unwrap();
+        std::fs::write(refused.join("old_r.json"), b"{}").unwrap();
+        std::fs::write(refused.join("new_r.json"), b"{}").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+        for path in [
+            queue.root().join("deliveries/old.json"),
+            refused.join("old_r.json"),
+        ] {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let cut = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
+        assert_eq!(queue.prune(cut).unwrap(), (1, 1));
+        let names = |d: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&queue.root().join("deliveries")), ["new.json"]);
+        assert_eq!(names(&refused), ["new_r.json"]);
+        // The jobs stay: a redelivery of the old one is still a duplicate, not a new download.
+        assert_eq!(queue.state_of("job_old"), Some(JobState::Queued));
+        assert_eq!(
+            queue
+                .record(&delivery("old", Some(order("job_old"))), false, now)
+                .unwrap(),
+            Outcome::DuplicateJob
+        );
+        assert_eq!(queue.prune(cut).unwrap(), (0, 0));
     }
 
     #[test]

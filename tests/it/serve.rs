@@ -1657,3 +1657,60 @@ fn exec_is_killed_with_its_children_at_its_timeout() {
     let (exit, _) = serve.stop();
     assert!(exit.success());
 }
+
+/// `--keep-deliveries` (30 days by default): delivery records older than that are removed at
+/// start, the jobs are kept, so the old delivery sent again is a duplicate job, never a second
+/// download; `0` keeps everything.
+#[test]
+fn old_delivery_records_are_pruned_and_their_jobs_kept() {
+    let test = "old_delivery_records_are_pruned_and_their_jobs_kept";
+    let Some(nginx) = plain_nginx(test, None) else {
+        return;
+    };
+    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
+    nginx.put("job_p.zip", &zip);
+    let proxy = Proxy::http(nginx.addr(), first(vec![]));
+    let url = format!(
+        "http://{}/job_p.zip?X-Amz-Signature=not-shown",
+        proxy.addr()
+    );
+    let dir = workdir();
+    let body = completed("del_p", "job_p", CUSTOMER, &url, zip.len() as u64);
+    let mut serve = Serve::start(dir.path(), &[]);
+    assert_eq!(post_signed(serve.addr(), &body), 200);
+    serve.wait_for("job job_p: done");
+    assert!(exit_ok(serve));
+    let record = dir.path().join("state/deliveries/del_p.json");
+    let age = |days: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(&record)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+            .unwrap();
+    };
+
+    // 29 days old: kept; and with --keep-deliveries 0, kept whatever its age.
+    age(29);
+    assert!(exit_ok(Serve::start(dir.path(), &[])));
+    age(400);
+    assert!(exit_ok(Serve::start(
+        dir.path(),
+        &["--keep-deliveries", "0"]
+    )));
+    assert!(record.exists());
+
+    let mut serve = Serve::start(dir.path(), &[]);
+    assert!(!record.exists());
+    serve.wait_for("pruned 1 delivery records and 0 refusals older than 30 days");
+    assert_eq!(post_signed(serve.addr(), &body), 200);
+    serve.wait_for("delivery del_p: job.completed for job job_p: duplicate-job");
+    assert_eq!(proxy.requests().len(), 1, "downloaded again");
+    assert!(exit_ok(serve));
+}
+
+/// Stop a receiver; whether it exited 0.
+fn exit_ok(serve: Serve) -> bool {
+    let (exit, _) = serve.stop();
+    exit.success()
+}
