@@ -23,6 +23,11 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use crate::error::{Error, Result};
 use crate::net::url::DownloadUrl;
 
+/// A connection's buffer for what the server sends (and the largest response head accepted).
+const INPUT_BUFFER: usize = 64 * 1024;
+/// A connection's buffer for what is sent: request heads only.
+const OUTPUT_BUFFER: usize = 16 * 1024;
+
 /// How long a connection may take to be made.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to start answering a request.
@@ -119,6 +124,12 @@ impl Client {
             .timeout_per_read(Some(options.idle_timeout))
             .max_redirects(5)
             .https_only(options.https_only)
+            // Each connection's buffers (128 KiB each way by default) count once per read-ahead
+            // connection: a request is a head of a few hundred bytes (a presigned URL is about
+            // 1.5 KB), and 64 KiB in still holds any TLS record and the largest head accepted.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
+            .max_response_header_size(INPUT_BUFFER)
             .build();
         Ok(Client {
             agent: ureq::Agent::new_with_config(config),
