@@ -196,11 +196,20 @@ fn serve(args: &WebhookServeArgs) -> Result<()> {
         },
     };
     let pool = Pool::start(jobs, queue.clone(), Arc::new(config), log.clone());
+    let wanted = args.max_connections as usize;
+    let (max_connections, files) = connections_that_fit(wanted);
+    if max_connections < wanted {
+        log.log(Event::ConnectionsCapped {
+            wanted,
+            fit: max_connections,
+            files: files.unwrap_or(0),
+        });
+    }
     let limits = Limits {
         header_timeout: Duration::from_secs(args.header_timeout),
         body_timeout: Duration::from_secs(args.body_timeout),
         max_body: args.max_body,
-        max_connections: args.max_connections as usize,
+        max_connections,
     };
     let receiver = Receiver {
         secrets,
@@ -591,4 +600,38 @@ fn start_pruning(queue: Arc<Queue>, log: Arc<dyn Log>, days: u32) {
             why: format!("cannot start its thread: {e}"),
         });
     }
+}
+
+/// Files the receiver keeps open besides its connections: the listener, state and lock files,
+/// downloads and outputs being written, `--exec` pipes.
+const SPARE_FILES: u64 = 128;
+
+/// The connection cap that fits in the open-files limit, after raising its soft value to the
+/// hard one (systemd's default soft limit is 1024, and each connection holds two descriptors:
+/// its socket and the clone the server keeps to close it), and the limit. Past the limit,
+/// `accept` fails and the connection that could make room is never accepted.
+fn connections_that_fit(wanted: usize) -> (usize, Option<u64>) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let files = match limit.maximum.is_some() && setrlimit(Resource::Nofile, raised).is_ok() {
+            true => limit.maximum,
+            false => limit.current,
+        };
+        match files {
+            Some(files) => {
+                let fit =
+                    usize::try_from(files.saturating_sub(SPARE_FILES) / 2).unwrap_or(usize::MAX);
+                (wanted.min(fit.max(1)), Some(files))
+            }
+            None => (wanted, None),
+        }
+    }
+    #[cfg(not(unix))]
+    (wanted, None)
 }

@@ -26,12 +26,26 @@ pub enum TimestampCheck {
     },
 }
 
-/// A webhook body whose signature (and, if asked, timestamp) verified.
-#[derive(Debug)]
+/// A webhook body whose signature (and, if asked, timestamp) verified. Its `Debug` shows where
+/// it came from and which secret matched, never the body: that holds the presigned URL, a
+/// bearer credential.
 pub struct Verified {
     input: String,
     json: serde_json::Value,
     secret_index: usize,
+}
+
+impl std::fmt::Debug for Verified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verified")
+            .field("input", &self.input)
+            .field(
+                "json",
+                &format_args!("<{} bytes, not shown>", self.json.to_string().len()),
+            )
+            .field("secret_index", &self.secret_index)
+            .finish()
+    }
 }
 
 impl Verified {
@@ -192,6 +206,21 @@ mod tests {
         ] {
             assert!(!text.contains(&leaked[7..]), "{text}");
         }
+    }
+
+    #[test]
+    fn a_verified_body_s_debug_never_shows_the_body() {
+        let body = br#"{"timestamp":"2024-09-26T10:02:15Z","delivery_id":"d1","data":{"s3_url":"https://b.example/x?X-Amz-Signature=sekrit"}}"#;
+        let secrets = vec![secret("k")];
+        let sig = Signature::parse(&secrets[0].signature_header(body)).unwrap();
+        let v = verify("b", body, &sig, &secrets, TimestampCheck::Skip).unwrap();
+        assert_eq!(
+            format!("{v:?}"),
+            format!(
+                "Verified {{ input: \"b\", json: <{} bytes, not shown>, secret_index: 0 }}",
+                body.len()
+            )
+        );
     }
 
     #[test]

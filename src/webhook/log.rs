@@ -129,6 +129,15 @@ pub enum Event {
         /// Their age limit, in days.
         days: u32,
     },
+    /// `--max-connections` was lowered to what the open-files limit allows.
+    ConnectionsCapped {
+        /// The cap asked for.
+        wanted: usize,
+        /// The cap used.
+        fit: usize,
+        /// The open-files limit.
+        files: u64,
+    },
     /// Old delivery records could not be pruned (tried again later).
     PruneFailed {
         /// Why.
@@ -211,6 +220,7 @@ impl Event {
             Event::TlsReloadFailed { .. } => "tls-reload-failed",
             Event::Pruned { .. } => "pruned",
             Event::PruneFailed { .. } => "prune-failed",
+            Event::ConnectionsCapped { .. } => "connections-capped",
             Event::Stopping { .. } => "stopping",
             Event::Stopped { .. } => "stopped",
         }
@@ -283,6 +293,11 @@ impl Event {
                 put("deliveries", json!(deliveries));
                 put("refused", json!(refused));
                 put("days", json!(days));
+            }
+            Event::ConnectionsCapped { wanted, fit, files } => {
+                put("wanted", json!(wanted));
+                put("fit", json!(fit));
+                put("files", json!(files));
             }
             Event::Stopping { signal } => put("signal", json!(signal)),
             Event::Stopped { parked } => put("parked", json!(parked)),
@@ -362,6 +377,11 @@ impl fmt::Display for Unescaped<'_> {
                     "job {job_id}: was running when the receiver stopped; resuming"
                 )
             }
+            Event::ConnectionsCapped { wanted, fit, files } => write!(
+                f,
+                "--max-connections {wanted} lowered to {fit}: the process may open {files} files, \
+                 and each connection takes two (raise LimitNOFILE= or ulimit -n)"
+            ),
             Event::PruneFailed { why } => {
                 write!(
                     f,

@@ -301,8 +301,38 @@ impl Stream {
     }
 }
 
+thread_local! {
+    /// The deadline of what the connection served by this thread is doing (each connection has
+    /// its own thread). Every read and write of its socket waits at most until then: TLS reads a
+    /// record in as many socket reads as the client cares to send, and a timeout set once per
+    /// call would start again with every byte (a client sending one byte a second would hold
+    /// its connection for hours).
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Bound every socket read and write of this thread's connection by `deadline` from now on.
+fn set_deadline(deadline: Instant) {
+    DEADLINE.with(|d| d.set(Some(deadline)));
+}
+
+impl Stream {
+    /// Before a read or write: fail once this thread's deadline has passed, else let the socket
+    /// wait only for the time left.
+    fn within_deadline(&self) -> io::Result<()> {
+        let Some(deadline) = DEADLINE.with(|d| d.get()) else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.set_timeouts(left, left)
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.within_deadline()?;
         match self {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(unix)]
@@ -313,6 +343,7 @@ impl Read for Stream {
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.within_deadline()?;
         match self {
             Stream::Tcp(s) => s.write(buf),
             #[cfg(unix)]
@@ -332,16 +363,10 @@ enum Conn {
 }
 
 impl Conn {
-    fn stream(&self) -> &Stream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(t) => &t.sock,
-        }
-    }
-
     /// Close: TLS's close_notify, then no more writes, then drain what the client still sends
     /// (briefly), so the answer is not lost to a reset.
     fn close(mut self) {
+        set_deadline(Instant::now() + LINGER);
         if let Conn::Tls(t) = &mut self {
             t.conn.send_close_notify();
             let _ = t.flush();
@@ -473,6 +498,16 @@ pub struct Server {
 }
 
 /// A connection's place in [`Server::waiting`], given up when dropped.
+/// One counted in a counter (connections open, answers under way) until dropped, even by a
+/// panic: a connection's thread that panics still gives its place back.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Waiting<'a> {
     server: &'a Server,
     id: u64,
@@ -592,8 +627,8 @@ impl Server {
                 .name("connection".into())
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
+                    let _open = Counted(&server.open);
                     server.connection(stream, id);
-                    server.open.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
                 self.waiting
@@ -742,9 +777,9 @@ impl Server {
         }
         body.truncate(want);
         self.answering.fetch_add(1, Ordering::SeqCst);
+        let _answering = Counted(&self.answering);
         let status = self.handler.delivery(head.signature.as_deref(), &body);
         self.answer(conn, status, &[]);
-        self.answering.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn reject(&self, conn: Conn, status: u16, why: String) {
@@ -762,9 +797,7 @@ impl Server {
     fn timed_out(&self, conn: Conn, why: String) {
         self.log.log(Event::Rejected { status: 408, why });
         let mut conn = conn;
-        let _ = conn
-            .stream()
-            .set_timeouts(Duration::from_millis(100), Duration::from_millis(100));
+        set_deadline(Instant::now() + Duration::from_millis(100));
         let _ = conn.write_all(&answer_bytes(408, &[]));
         conn.close();
     }
@@ -865,11 +898,7 @@ fn read_some(
     room: usize,
     deadline: Instant,
 ) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    conn.stream().set_timeouts(left, left)?;
+    set_deadline(deadline);
     let start = buf.len();
     buf.resize(start + room, 0);
     let result = loop {
@@ -883,8 +912,7 @@ fn read_some(
 }
 
 fn write_all_by(conn: &mut Conn, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    conn.stream().set_timeouts(left, left)?;
+    set_deadline(deadline);
     conn.write_all(bytes)?;
     conn.flush()
 }

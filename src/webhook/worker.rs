@@ -172,7 +172,18 @@ fn run(mut job: Job, queue: &Queue, config: &Config, log: &dyn Log) {
         job_id: job.job_id.clone(),
         attempt: job.attempts,
     });
-    let result = attempt(&mut job, queue, config, log);
+    // A panic is a bug: it parks the job as failed with a word on it, instead of ending this
+    // worker for good (and leaving the job in running/ until a restart).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        attempt(&mut job, queue, config, log)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Error::Usage(
+            "cipherstream failed unexpectedly while running this job (a bug: please report it \
+             with the log); replay its delivery with `webhook replay` once fixed"
+                .into(),
+        ))
+    });
     let now = crate::time::now().unwrap_or(0);
     let moved = match result {
         Ok((rows, bytes, output)) => {

@@ -197,7 +197,10 @@ impl Serve {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
-        if !wrapper.is_empty() {
+        if wrapper
+            .first()
+            .is_some_and(|p| p.ends_with("systemd-socket-activate"))
+        {
             // Socket activation starts the receiver at the first connection.
             let addr = wrapper[wrapper.len() - 1].to_owned();
             std::thread::spawn(move || {
@@ -1713,4 +1716,143 @@ fn old_delivery_records_are_pruned_and_their_jobs_kept() {
 fn exit_ok(serve: Serve) -> bool {
     let (exit, _) = serve.stop();
     exit.success()
+}
+
+/// Over TLS, a client that sends its body's one TLS record a byte every half second (each byte
+/// well within any single read timeout) is still cut at `--body-timeout` from its head, and
+/// one that trickles its head at `--header-timeout`: a deadline bounds every socket read under
+/// TLS, not only each call (found by review: such clients held their connections for hours,
+/// and four of them at `--max-connections 4` locked every delivery out).
+#[test]
+fn tls_clients_that_trickle_are_cut_at_the_deadline() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let dir = workdir();
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+    let mut serve = Serve::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "2",
+        ],
+    );
+    let addr = serve.addr();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap())
+        .unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    // A connection after its handshake, and the TLS bytes of `plain` on it.
+    let connect = |plain: &[u8]| {
+        let mut tls =
+            rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut sock = TcpStream::connect(addr).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut sock).unwrap();
+        }
+        let record = seal(&mut tls, plain);
+        (sock, tls, record)
+    };
+    // Send `record` a byte every 500 ms; how long until the server closed the connection.
+    let trickle = |mut sock: TcpStream, record: &[u8]| -> Duration {
+        let start = Instant::now();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        for byte in record {
+            if sock.write_all(std::slice::from_ref(byte)).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+                _ => {}
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "never cut");
+        }
+        start.elapsed()
+    };
+
+    // The head arrives whole; the body's record trickles.
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let (mut sock, mut tls, head_record) = connect(head);
+    sock.write_all(&head_record).unwrap();
+    let body_record = seal(&mut tls, &[b'x'; 100]);
+    let took = trickle(sock, &body_record);
+    assert!(
+        took < Duration::from_secs(6),
+        "the body's deadline held {took:?}"
+    );
+
+    // The head itself trickles.
+    let (sock, _, head_record) = connect(head);
+    let took = trickle(sock, &head_record);
+    assert!(
+        took < Duration::from_secs(6),
+        "the head's deadline held {took:?}"
+    );
+    serve.wait_for("rejected (408): the body did not arrive within 2s");
+    serve.wait_for("rejected (408): the request head did not arrive within 2s");
+    let (exit, _) = serve.stop();
+    assert!(exit.success());
+}
+
+/// The TLS records of `plain` on `tls`, as the client would send them.
+fn seal(tls: &mut rustls::ClientConnection, plain: &[u8]) -> Vec<u8> {
+    tls.writer().write_all(plain).unwrap();
+    let mut records = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut records).unwrap();
+    }
+    records
+}
+
+/// Each connection takes two descriptors: a receiver whose open-files limit cannot hold
+/// `--max-connections` lowers the cap to what fits and says so, rather than failing to accept
+/// (found by review: at systemd's default soft limit of 1024, 530 idle connections made every
+/// `accept` fail, and the connection that could make room was never accepted). It raises its
+/// soft limit to the hard one first, so a soft limit alone lowers nothing.
+#[test]
+fn the_connection_cap_fits_the_open_files_limit() {
+    let Some(prlimit) = crate::net::find_program("prlimit", &[]) else {
+        crate::net::available(
+            "the_connection_cap_fits_the_open_files_limit",
+            "prlimit",
+            "apt-get install util-linux",
+            false,
+        );
+        return;
+    };
+    let prlimit = prlimit.to_string_lossy().into_owned();
+    let dir = workdir();
+    let serve = Serve::start_by(dir.path(), &[], &[], &[&prlimit, "--nofile=300:300", "--"]);
+    let (exit, log) = serve.stop();
+    assert!(exit.success());
+    assert!(
+        log.iter().any(|l| l.ends_with(
+            "--max-connections 512 lowered to 86: the process may open 300 files, and each \
+             connection takes two (raise LimitNOFILE= or ulimit -n)"
+        )),
+        "{log:?}"
+    );
+    // A low soft limit under a high hard one: raised, nothing lowered.
+    let serve = Serve::start_by(dir.path(), &[], &[], &[&prlimit, "--nofile=300:4096", "--"]);
+    let (exit, log) = serve.stop();
+    assert!(exit.success());
+    assert!(!log.iter().any(|l| l.contains("lowered")), "{log:?}");
 }
