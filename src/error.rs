@@ -567,6 +567,12 @@ pub enum Error {
         /// Tries in a row without progress.
         tries: u32,
     },
+    /// The server names the object by no strong ETag, so a request after the first cannot be
+    /// checked to read the same object (exit 1): `decrypt URL` will not read it in parts.
+    NoStrongEtag {
+        /// The URL as it may be shown.
+        url: String,
+    },
     /// The object behind a URL changed while it was being read (exit 1): nothing spliced.
     ObjectChanged {
         /// The URL as it may be shown.
@@ -928,6 +934,11 @@ impl Error {
                  stopped"
                     .into(),
             ),
+            Error::NoStrongEtag { .. } => Some(
+                "download it whole with `cipherstream fetch URL -o FILE` (without an ETag it starts \
+                 over rather than resume), then decrypt FILE"
+                    .into(),
+            ),
             Error::ObjectChanged { .. } => Some(
                 "the export was replaced on the server while it was being read; run the command \
                  again to read the new one (nothing was written at -o)"
@@ -1251,6 +1262,11 @@ impl fmt::Display for Unescaped<'_> {
             Error::ObjectChanged { url } => write!(
                 f,
                 "{url}: the object changed while it was being read (its ETag or size moved)"
+            ),
+            Error::NoStrongEtag { url } => write!(
+                f,
+                "{url}: the server gives the object no strong ETag, so a second request cannot be \
+                 checked to read the same object"
             ),
             Error::DownloadStopped { url } => {
                 write!(f, "{url}: the download was stopped before it completed")

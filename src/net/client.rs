@@ -88,7 +88,9 @@ impl ContentRange {
             r => {
                 let (a, b) = r.split_once('-')?;
                 let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
-                if b < a || total.is_some_and(|t| b >= t) {
+                // `b` is the last byte: one past it must be a position (a server's `.../*` with
+                // a last byte of u64::MAX would overflow every length taken from it).
+                if b < a || b == u64::MAX || total.is_some_and(|t| b >= t) {
                     return None;
                 }
                 Some((a, b))
@@ -335,6 +337,7 @@ mod tests {
             "bytes 0-10/10",
             "items 0-1/2",
             "bytes 0-x/10",
+            "bytes 0-18446744073709551615/*",
             "",
         ] {
             assert_eq!(ContentRange::parse(bad), None, "{bad}");

@@ -266,6 +266,7 @@ pub fn fetch(
         stop: AtomicBool::new(false),
         shared: Mutex::new(Shared::default()),
         checkpointing: Mutex::new(()),
+        sync_failed: AtomicBool::new(false),
     };
     let mut resumed = state.have();
     let mut retries = 0u32;
@@ -353,6 +354,9 @@ struct Run<'a> {
     shared: Mutex<Shared>,
     /// One checkpoint at a time, so the state file's claims only grow.
     checkpointing: Mutex<()>,
+    /// A sync of the partial file failed: the kernel may have dropped its pages, so no later
+    /// sync may be taken to cover them, and nothing is claimed again in this run.
+    sync_failed: AtomicBool,
 }
 
 /// What the connections share, under one lock.
@@ -555,12 +559,19 @@ impl Run<'_> {
         std::thread::scope(|scope| {
             // Bytes are claimed once a second whether or not more arrive: a connection that
             // stalls (and the kill that may follow) must not hold back what it already wrote.
-            // A failing checkpoint here is reported by the round's last one, below.
+            // A checkpoint that fails ends the download: after a failed `fdatasync` the kernel
+            // may have dropped the pages, and the next sync would succeed without them, so
+            // nothing written since the last claim may ever be claimed.
             let (rounding, round_over) = mpsc::channel::<()>();
             scope.spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = round_over.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    let _ = self.checkpoint();
+                    if let Err(e) = self.checkpoint() {
+                        let mut shared = self.shared.lock().expect("not poisoned");
+                        shared.stopped = Some(Stop::Fatal(e));
+                        self.stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
                 }
             });
             let connections: Vec<_> = (0..workers.max(1))
@@ -927,12 +938,19 @@ impl Run<'_> {
                 .map(|(i, s)| (i, s.pos))
                 .collect()
         };
+        if self.sync_failed.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                "writing the partial download",
+                io::Error::other("an earlier sync of it failed"),
+            ));
+        }
         if written.is_empty() {
             return Ok(());
         }
-        self.part
-            .sync_data()
-            .map_err(|e| Error::io("writing the partial download", e))?;
+        self.part.sync_data().map_err(|e| {
+            self.sync_failed.store(true, Ordering::SeqCst);
+            Error::io("writing the partial download", e)
+        })?;
         let state = {
             let mut shared = self.shared.lock().expect("not poisoned");
             let mut claims = Vec::new();

@@ -131,6 +131,14 @@ impl RemoteReader {
     fn try_connect(&mut self) -> Result<Option<String>> {
         let first = self.etag.is_none() && self.total == 0 && self.pos == 0;
         let if_match = self.etag.as_deref().filter(|e| strong(e));
+        // Every request after the first must be of the same object, and only a strong ETag
+        // (`If-Match`, then compared) says so: without one, two versions of the same size could
+        // be read as one, and rows of both authenticate. S3 always sends one.
+        if !first && if_match.is_none() {
+            return Err(Error::NoStrongEtag {
+                url: self.url.shown().to_owned(),
+            });
+        }
         let answer = match self.client.get(&self.url, self.pos, None, if_match)? {
             Ok(answer) => answer,
             Err(why) => return Ok(Some(why)),
@@ -277,6 +285,7 @@ impl Read for RemoteReader {
                     if self.in_order >= SEQUENTIAL
                         && self.connections > 1
                         && self.ranges_work
+                        && self.etag.as_deref().is_some_and(strong)
                         && self.total - self.pos > CHUNK
                     {
                         // Reading in order: fetch ahead from here on several connections.

@@ -10,13 +10,30 @@
 //! throwaway key at `~/.config/cipherstream/key`, `export.zip` (the demo export encrypted again
 //! for `cust_123` with that key), `damaged.zip` (row 3 altered), `sample.ndjson`, a webhook secret
 //! and a body signed with it, and `$S3_URL`: `export.zip` served over HTTP on a loopback port by
-//! Python's `http.server` (which ignores `Range`, so the examples also meet a server that answers
-//! `200`). `jq` and `curl` are needed, as the examples use them (CI installs them). A block that
+//! Python's `http.server` with a strong ETag added (it ignores `Range`, so the examples also meet
+//! a server that answers `200`). `jq` and `curl` are needed, as the examples use them (CI installs them). A block that
 //! needs other tools says so in a first line `# requires: TOOL...` (the key recipes: `pass`,
 //! `gpg`, `age`); without them it is skipped with a message, except under CI, which installs them.
 //! A `gpg-agent` that a block started is stopped after it.
 
 use std::io::Write;
+
+/// Python's `http.server` for the sandbox's files, plus a strong ETag (the file's size and
+/// modification time, as nginx makes one): `decrypt URL` reads an object in several requests
+/// only when an ETag says they are of the same object. It still ignores `Range`.
+const FILE_SERVER: &str = r#"
+import http.server, os, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        path = self.translate_path(self.path)
+        if os.path.isfile(path):
+            st = os.stat(path)
+            self.send_header("ETag", '"%x-%x"' % (st.st_mtime_ns, st.st_size))
+        super().end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -94,13 +111,7 @@ impl Sandbox {
             .unwrap()
             .port();
         let server = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
+            .args(["-c", FILE_SERVER, &port.to_string()])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -724,3 +724,75 @@ fn an_object_replaced_mid_download_is_never_spliced() {
     );
     assert!(!out_path.exists());
 }
+
+/// A server that names the object by no ETag (Python's `http.server`): `decrypt URL` reads it
+/// in one request, but the second request it needs (after reading what kind of input it is)
+/// cannot be checked to be of the same object, so it stops with exit 1 and says to `fetch` it
+/// instead, which does so exactly (it starts over rather than resume).
+#[test]
+fn a_server_without_a_strong_etag_is_not_read_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, key, bytes) = export(dir.path());
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("rows.ndjson.gz"), &bytes).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the file server", Duration::from_secs(10), || {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then_some(()))
+    })
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/rows.ndjson.gz");
+    let out = cipherstream()
+        .args(["decrypt", &url, "--customer-id", "cust_1", "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {url}: the server gives the object no strong ETag, so a second request \
+             cannot be checked to read the same object\nhint: download it whole with \
+             `cipherstream fetch URL -o FILE` (without an ETag it starts over rather than \
+             resume), then decrypt FILE\n"
+        )
+    );
+    let dest = dir.path().join("rows.ndjson.gz");
+    let fetched = cipherstream()
+        .args(["fetch", &url, "-o"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(fetched.status.code(), Some(0), "{fetched:?}");
+    let decrypted = cipherstream()
+        .arg("decrypt")
+        .arg(&dest)
+        .args(["--customer-id", "cust_1", "--key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(decrypted.status.code(), Some(0));
+    assert!(decrypted.stdout == rows.as_bytes(), "rows differ");
+    let _ = server.kill();
+    let _ = server.wait();
+}
