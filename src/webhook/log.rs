@@ -167,6 +167,9 @@ pub enum Outcome {
     DuplicateDelivery,
     /// The job is already queued, running or done: nothing to do.
     DuplicateJob,
+    /// The job was queued (waiting to try again) with a URL that expires sooner: it now has
+    /// this delivery's, and is due at once (the vendor's redelivery after an expiry).
+    Refreshed,
     /// An event that is recorded and logged, never fetched.
     Recorded,
 }
@@ -179,6 +182,7 @@ impl Outcome {
             Outcome::Requeued => "requeued",
             Outcome::DuplicateDelivery => "duplicate-delivery",
             Outcome::DuplicateJob => "duplicate-job",
+            Outcome::Refreshed => "url-refreshed",
             Outcome::Recorded => "recorded",
         }
     }

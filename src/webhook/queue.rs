@@ -438,7 +438,10 @@ impl Queue {
             self.dir(JobState::Failed),
         ])?;
         fault_point("after-record");
-        if matches!(outcome, Outcome::Queued | Outcome::Requeued) {
+        if matches!(
+            outcome,
+            Outcome::Queued | Outcome::Requeued | Outcome::Refreshed
+        ) {
             let (count, cv) = &self.wake;
             *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             cv.notify_all();
@@ -475,9 +478,36 @@ impl Queue {
             |from: &Path, to: &Path| fs::rename(from, to).map_err(io_at("cannot write", to));
         let outcome = match job {
             None => Outcome::Recorded,
-            Some((_, Some(JobState::Queued | JobState::Running | JobState::Done))) => {
-                Outcome::DuplicateJob
+            Some((order, Some(JobState::Queued))) => {
+                // A job waiting to try again may hold a URL about to expire, and the vendor's
+                // answer to an expiry is a delivery with a fresh one: take it, due at once.
+                // Under the record lock, which `claim` takes too: no worker holds it meanwhile.
+                let path = self.job_path(JobState::Queued, &order.job_id);
+                let queued: Option<Job> = fs::read(&path)
+                    .ok()
+                    .and_then(|text| serde_json::from_slice(&text).ok());
+                match queued {
+                    Some(mut queued)
+                        if order
+                            .expires_at
+                            .is_some_and(|new| queued.expires_at.is_none_or(|old| new > old)) =>
+                    {
+                        queued.s3_url = Some(order.s3_url.clone());
+                        queued.expires_at = order.expires_at;
+                        queued.file_size_bytes = order.file_size_bytes.or(queued.file_size_bytes);
+                        queued.not_before = 0;
+                        let text = serde_json::to_vec_pretty(&queued).expect("a job serialises");
+                        let temp = self.write_temp(&text)?;
+                        if let Err(e) = rename(&temp, &path) {
+                            let _ = fs::remove_file(&temp);
+                            return Err(e);
+                        }
+                        Outcome::Refreshed
+                    }
+                    _ => Outcome::DuplicateJob,
+                }
             }
+            Some((_, Some(JobState::Running | JobState::Done))) => Outcome::DuplicateJob,
             Some((order, state)) => {
                 let temp = job_temp.as_ref().expect("written for a job");
                 let queued = self.job_path(JobState::Queued, &order.job_id);
@@ -955,6 +985,54 @@ mod tests {
         ] {
             assert!(!safe_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_queued_job_takes_a_fresher_url_from_a_redelivery() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Queue::open(&tmp.path().join("state")).unwrap();
+        let with = |expires_at: Option<i64>, url: &str| JobOrder {
+            expires_at,
+            s3_url: SecretUrl(url.into()),
+            ..order("j1")
+        };
+        let first = with(Some(1000), "https://b.example/j1?sig=old");
+        assert_eq!(
+            q.record(&delivery("d1", Some(first)), false, 100).unwrap(),
+            Outcome::Queued
+        );
+        let mut job = q.claim(100).unwrap().unwrap();
+        job.not_before = 500;
+        q.retry(&job).unwrap();
+        // The same URL's expiry, or an earlier one: nothing changes.
+        for (id, order) in [
+            ("d2", with(Some(1000), "https://b.example/j1?sig=same")),
+            ("d3", with(Some(900), "https://b.example/j1?sig=older")),
+            ("d4", with(None, "https://b.example/j1?sig=none")),
+        ] {
+            assert_eq!(
+                q.record(&delivery(id, Some(order)), false, 101).unwrap(),
+                Outcome::DuplicateJob,
+                "{id}"
+            );
+        }
+        let fresh = with(Some(5000), "https://b.example/j1?sig=fresh");
+        assert_eq!(
+            q.record(&delivery("d5", Some(fresh)), false, 102).unwrap(),
+            Outcome::Refreshed
+        );
+        let queued = &q.jobs(JobState::Queued).unwrap()[0];
+        assert_eq!(queued.expires_at, Some(5000));
+        assert_eq!(queued.not_before, 0);
+        assert_eq!(queued.attempts, 1);
+        assert_eq!(
+            queued.s3_url.as_ref().unwrap().0,
+            "https://b.example/j1?sig=fresh"
+        );
+        assert!(std::fs::read_dir(q.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]
