@@ -497,7 +497,6 @@ pub struct Server {
     next_id: AtomicU64,
 }
 
-/// A connection's place in [`Server::waiting`], given up when dropped.
 /// One counted in a counter (connections open, answers under way) until dropped, even by a
 /// panic: a connection's thread that panics still gives its place back.
 struct Counted<'a>(&'a AtomicUsize);
@@ -508,6 +507,7 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// A connection's place in [`Server::waiting`], given up when dropped.
 struct Waiting<'a> {
     server: &'a Server,
     id: u64,
