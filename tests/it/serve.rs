@@ -331,6 +331,13 @@ impl Serve {
         }
     }
 
+    /// [`Serve::stop`], and assert it exited 0.
+    #[track_caller]
+    fn stop_cleanly(self) {
+        let (exit, log) = self.stop();
+        assert!(exit.success(), "{exit:?}: {log:?}");
+    }
+
     fn output(&self, job_id: &str) -> PathBuf {
         self.dir.join("out").join(format!("{job_id}.ndjson"))
     }
@@ -360,17 +367,25 @@ fn wait_for_claimed_bytes(partial: &Path, at_least: u64) {
     }
 }
 
-/// nginx on loopback over plain HTTP, at `limit_rate` bytes a second per connection if given;
-/// `None` (the test says why it is skipped) where nginx is not installed.
-fn plain_nginx(test: &str, limit_rate: Option<u64>) -> Option<crate::net::nginx::Nginx> {
-    crate::net::nginx::Nginx::start(
+/// nginx on loopback over plain HTTP, at `limit_rate` bytes a second per connection if given,
+/// serving the demo ZIP export as `name`, and the export's bytes; `None` (the test says why it
+/// is skipped) where nginx is not installed.
+fn nginx_serving_zip(
+    test: &str,
+    limit_rate: Option<u64>,
+    name: &str,
+) -> Option<(crate::net::nginx::Nginx, Vec<u8>)> {
+    let nginx = crate::net::nginx::Nginx::start(
         test,
         crate::net::nginx::Options {
             limit_rate,
             plain: true,
             ..Default::default()
         },
-    )
+    )?;
+    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
+    nginx.put(name, &zip);
+    Some((nginx, zip))
 }
 
 fn run_status(dir: &Path, extra: &[&str]) -> String {
@@ -653,8 +668,7 @@ fn duplicates_sent_concurrently_give_one_download_and_one_output() {
     let first_job: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first_job["state"], "done");
     assert_eq!(first_job["rows"], ROWS);
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
     // The job files keep no URL once a job is over.
     for state_dir in ["done", "failed"] {
         for name in crate::util::entries(&state.join("jobs").join(state_dir)) {
@@ -721,8 +735,7 @@ fn slow_clients_are_cut_at_the_deadline_and_delay_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(serve.count(cut), 200);
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// A self-signed certificate made by rcgen for 127.0.0.1 and localhost: (cert PEM, key PEM).
@@ -865,11 +878,9 @@ fn serve_help_is_snapshotted() {
 #[test]
 fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
     let test = "sigterm_parks_a_running_job_and_the_next_start_resumes_its_download";
-    let Some(nginx) = plain_nginx(test, Some(1000)) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, Some(1000), "job_s.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job_s.zip", &zip);
     let proxy = Proxy::http(nginx.addr(), first(vec![]));
     let url = format!(
         "http://{}/job_s.zip?X-Amz-Signature=not-shown",
@@ -924,8 +935,7 @@ fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
     );
     assert!(resumed.header("If-Match").is_some(), "{resumed:?}");
     assert!(!partial.exists());
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// `webhook replay`: a saved delivery hours old (the vendor's dead-letter redelivery), refused
@@ -934,11 +944,9 @@ fn sigterm_parks_a_running_job_and_the_next_start_resumes_its_download() {
 #[test]
 fn replay_queues_a_saved_delivery_for_the_running_receiver() {
     let test = "replay_queues_a_saved_delivery_for_the_running_receiver";
-    let Some(nginx) = plain_nginx(test, None) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, None, "job_r.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job_r.zip", &zip);
     let dir = workdir();
     let mut serve = Serve::start(dir.path(), &[]);
     let url = nginx.url("/job_r.zip");
@@ -982,8 +990,7 @@ fn replay_queues_a_saved_delivery_for_the_running_receiver() {
     let out = replay(&format!("sha256={}", "0".repeat(64)));
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stdout.is_empty());
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// `--listen unix:PATH`, for a reverse proxy on the same machine: answered through curl, and
@@ -1051,11 +1058,9 @@ fn try_post_signed(addr: SocketAddr, body: &[u8]) -> Option<u16> {
 #[test]
 fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
     let test = "kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output";
-    let Some(nginx) = plain_nginx(test, Some(1500)) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, Some(1500), "job.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job.zip", &zip);
     let size = zip.len() as u64;
     for fault in [
         "before-delivery-record",
@@ -1146,11 +1151,9 @@ fn kill_9_anywhere_then_a_restart_gives_exactly_one_correct_output() {
 #[test]
 fn exec_runs_after_each_job_and_its_failure_is_retried() {
     let test = "exec_runs_after_each_job_and_its_failure_is_retried";
-    let Some(nginx) = plain_nginx(test, None) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, None, "job_x.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job_x.zip", &zip);
     let proxy = Proxy::http(nginx.addr(), first(vec![]));
     let dir = workdir();
     std::fs::write(dir.path().join("expected"), expected_plaintext()).unwrap();
@@ -1208,8 +1211,7 @@ echo "exec ran $n"
     let state = dir.path().join("state");
     assert!(crate::util::entries(&state.join("exec")).is_empty());
     assert!(crate::util::entries(&state.join("downloads")).is_empty());
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// `contrib/cipherstream-webhook.service` and its optional `.socket` are units systemd accepts
@@ -1353,8 +1355,7 @@ fn expect_continue_and_the_connection_cap() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// An output directory others may write to (they could plant a link where an output goes) and a
@@ -1503,8 +1504,7 @@ fn a_delivery_that_cannot_be_stored_is_answered_503_and_its_retry_is_recorded() 
     assert_eq!(post_signed(addr, &body), 200);
     serve.wait_for("delivery del_r503: job.cancelled: recorded");
     assert_eq!(crate::util::entries(&deliveries), ["del_r503.json"]);
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
     // Not running: the connection is refused, and the vendor retries later.
     assert!(TcpStream::connect(addr).is_err());
     let mut serve = Serve::start(dir.path(), &[]);
@@ -1519,11 +1519,9 @@ fn a_delivery_that_cannot_be_stored_is_answered_503_and_its_retry_is_recorded() 
 #[test]
 fn a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing() {
     let test = "a_wrong_count_size_or_customer_parks_the_job_and_writes_nothing";
-    let Some(nginx) = plain_nginx(test, None) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, None, "e.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("e.zip", &zip);
     let url = nginx.url("/e.zip");
     let size = zip.len() as u64;
     let dir = workdir();
@@ -1604,8 +1602,7 @@ fn a_flood_larger_than_the_cap_does_not_lock_out_a_delivery() {
                   waited longest for its request head was closed to make room";
     assert!(serve.count(closed) >= 250, "{}", serve.count(closed));
     drop(flood);
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// `--exec-timeout`: a command that outlasts it is killed with everything it started, and the
@@ -1613,11 +1610,9 @@ fn a_flood_larger_than_the_cap_does_not_lock_out_a_delivery() {
 #[test]
 fn exec_is_killed_with_its_children_at_its_timeout() {
     let test = "exec_is_killed_with_its_children_at_its_timeout";
-    let Some(nginx) = plain_nginx(test, None) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, None, "job_t.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job_t.zip", &zip);
     let dir = workdir();
     // It starts a grandchild, records its pid, and waits far past the timeout.
     std::fs::write(
@@ -1657,8 +1652,7 @@ fn exec_is_killed_with_its_children_at_its_timeout() {
         expected_plaintext()
     );
     serve.wait_for("job job_t: try 2 failed: ");
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// `--keep-deliveries` (30 days by default): delivery records older than that are removed at
@@ -1667,11 +1661,9 @@ fn exec_is_killed_with_its_children_at_its_timeout() {
 #[test]
 fn old_delivery_records_are_pruned_and_their_jobs_kept() {
     let test = "old_delivery_records_are_pruned_and_their_jobs_kept";
-    let Some(nginx) = plain_nginx(test, None) else {
+    let Some((nginx, zip)) = nginx_serving_zip(test, None, "job_p.zip") else {
         return;
     };
-    let zip = std::fs::read(fixtures().join(ZIP)).unwrap();
-    nginx.put("job_p.zip", &zip);
     let proxy = Proxy::http(nginx.addr(), first(vec![]));
     let url = format!(
         "http://{}/job_p.zip?X-Amz-Signature=not-shown",
@@ -1682,7 +1674,7 @@ fn old_delivery_records_are_pruned_and_their_jobs_kept() {
     let mut serve = Serve::start(dir.path(), &[]);
     assert_eq!(post_signed(serve.addr(), &body), 200);
     serve.wait_for("job job_p: done");
-    assert!(exit_ok(serve));
+    serve.stop_cleanly();
     let record = dir.path().join("state/deliveries/del_p.json");
     let age = |days: u64| {
         std::fs::File::options()
@@ -1695,12 +1687,9 @@ fn old_delivery_records_are_pruned_and_their_jobs_kept() {
 
     // 29 days old: kept; and with --keep-deliveries 0, kept whatever its age.
     age(29);
-    assert!(exit_ok(Serve::start(dir.path(), &[])));
+    Serve::start(dir.path(), &[]).stop_cleanly();
     age(400);
-    assert!(exit_ok(Serve::start(
-        dir.path(),
-        &["--keep-deliveries", "0"]
-    )));
+    Serve::start(dir.path(), &["--keep-deliveries", "0"]).stop_cleanly();
     assert!(record.exists());
 
     let mut serve = Serve::start(dir.path(), &[]);
@@ -1709,13 +1698,7 @@ fn old_delivery_records_are_pruned_and_their_jobs_kept() {
     assert_eq!(post_signed(serve.addr(), &body), 200);
     serve.wait_for("delivery del_p: job.completed for job job_p: duplicate-job");
     assert_eq!(proxy.requests().len(), 1, "downloaded again");
-    assert!(exit_ok(serve));
-}
-
-/// Stop a receiver; whether it exited 0.
-fn exit_ok(serve: Serve) -> bool {
-    let (exit, _) = serve.stop();
-    exit.success()
+    serve.stop_cleanly();
 }
 
 /// Over TLS, a client that sends its body's one TLS record a byte every half second (each byte
@@ -1808,8 +1791,7 @@ fn tls_clients_that_trickle_are_cut_at_the_deadline() {
     );
     serve.wait_for("rejected (408): the body did not arrive within 2s");
     serve.wait_for("rejected (408): the request head did not arrive within 2s");
-    let (exit, _) = serve.stop();
-    assert!(exit.success());
+    serve.stop_cleanly();
 }
 
 /// The TLS records of `plain` on `tls`, as the client would send them.

@@ -5,13 +5,14 @@
 //! URL's query is ever shown.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use super::nginx::{Nginx, Options};
 use super::proxy::{first, Fault, Proxy};
 use super::seaweed::{Presign, Seaweed};
-use super::{assert_no_query, cipherstream, signed};
+use super::{
+    assert_no_query, cipherstream, decrypt_demo, demo_rows, demo_zip, fetch, signed, stderr,
+};
 use crate::util::{fixtures, private_key};
 
 /// `n` bytes that differ at every offset from those of another seed.
@@ -38,50 +39,12 @@ fn via(proxy: &Proxy, name: &str) -> String {
     signed(&format!("http://{}/{name}", proxy.addr()))
 }
 
-/// `cipherstream fetch URL -o DEST ARGS`.
-fn fetch(url: &str, dest: &Path, args: &[&str]) -> Output {
-    cipherstream()
-        .args(["fetch", url, "-o"])
-        .arg(dest)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// `cipherstream decrypt URL` of the demo export, to standard output.
-fn decrypt_demo(url: &str, dir: &Path) -> Output {
-    let key = private_key(dir, "demo/demo.key");
-    cipherstream()
-        .args([
-            "decrypt",
-            url,
-            "--customer-id",
-            "cust_demo_123",
-            "--key-file",
-        ])
-        .arg(key)
-        .output()
-        .unwrap()
-}
-
-fn demo_zip() -> Vec<u8> {
-    std::fs::read(fixtures().join("demo/appointments_1758630144658_c7511999.zip")).unwrap()
-}
-
-fn demo_rows() -> Vec<u8> {
-    std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap()
-}
-
 /// Assert the file at `path` holds exactly `want`, without printing megabytes.
 #[track_caller]
 fn assert_file(path: &Path, want: &[u8]) {
     let got = std::fs::read(path).unwrap();
     assert_eq!(got.len(), want.len(), "{} bytes", path.display());
     assert!(got == want, "{}: the bytes differ", path.display());
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -239,7 +202,7 @@ fn decrypt_url_from_a_server_that_ignores_range_gives_the_exact_rows() {
     );
     let url = via(&proxy, "demo.zip");
     let dir = tempfile::tempdir().unwrap();
-    let out = decrypt_demo(&url, dir.path());
+    let out = decrypt_demo(&url, dir.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout == demo_rows(), "the rows differ");
     assert_no_query(&url, &out);

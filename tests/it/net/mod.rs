@@ -279,3 +279,46 @@ pub fn assert_no_query(url: &str, output: &std::process::Output) {
         }
     }
 }
+
+/// `cipherstream decrypt URL ARGS` of the demo export, to standard output.
+pub fn decrypt_demo(url: &str, dir: &Path, args: &[&str]) -> std::process::Output {
+    let key = crate::util::private_key(dir, "demo/demo.key");
+    crate::util::cipherstream()
+        .args([
+            "decrypt",
+            url,
+            "--customer-id",
+            "cust_demo_123",
+            "--key-file",
+        ])
+        .arg(key)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `cipherstream fetch URL -o DEST ARGS`.
+pub fn fetch(url: &str, dest: &Path, args: &[&str]) -> std::process::Output {
+    crate::util::cipherstream()
+        .args(["fetch", url, "-o"])
+        .arg(dest)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The bundled demo export.
+pub fn demo_zip() -> Vec<u8> {
+    std::fs::read(crate::util::fixtures().join("demo/appointments_1758630144658_c7511999.zip"))
+        .unwrap()
+}
+
+/// The demo export's rows, decrypted.
+pub fn demo_rows() -> Vec<u8> {
+    std::fs::read(crate::util::fixtures().join("demo/expected.ndjson")).unwrap()
+}

@@ -12,6 +12,16 @@ use super::proxy::{first, Fault, Proxy};
 use super::wait_until;
 use crate::util::{cipherstream, entries};
 
+/// `cipherstream decrypt INPUT` for the exports of [`export`] (customer `cust_1`, key `key`).
+fn decrypt(input: impl AsRef<std::ffi::OsStr>, key: &Path) -> assert_cmd::Command {
+    let mut cmd = cipherstream();
+    cmd.arg("decrypt")
+        .arg(input)
+        .args(["--customer-id", "cust_1", "--key-file"])
+        .arg(key);
+    cmd
+}
+
 /// `n` bytes that differ at every offset from those of another seed.
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -299,15 +309,7 @@ fn decrypt_url_reads_ahead_on_several_connections_through_resets() {
         ]),
     );
     let dest = dir.path().join("out.ndjson");
-    let out = cipherstream()
-        .args([
-            "decrypt",
-            &via(&proxy, "rows.ndjson.gz"),
-            "--customer-id",
-            "cust_1",
-        ])
-        .arg("--key-file")
-        .arg(&key)
+    let out = decrypt(via(&proxy, "rows.ndjson.gz"), &key)
         .arg("-o")
         .arg(&dest)
         .output()
@@ -418,15 +420,7 @@ fn decrypt_url_from_a_server_that_ignores_range_does_not_read_ahead() {
     let (rows, key, bytes) = export(dir.path());
     web.put("rows.ndjson.gz", &bytes);
     let proxy = Proxy::http(web.addr(), |_| Fault::Pass);
-    let out = cipherstream()
-        .args([
-            "decrypt",
-            &via(&proxy, "rows.ndjson.gz"),
-            "--customer-id",
-            "cust_1",
-        ])
-        .arg("--key-file")
-        .arg(&key)
+    let out = decrypt(via(&proxy, "rows.ndjson.gz"), &key)
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -761,11 +755,7 @@ fn a_server_without_a_strong_etag_is_not_read_in_parts() {
     })
     .unwrap();
     let url = format!("http://127.0.0.1:{port}/rows.ndjson.gz");
-    let out = cipherstream()
-        .args(["decrypt", &url, "--customer-id", "cust_1", "--key-file"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = decrypt(&url, &key).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
@@ -784,13 +774,7 @@ fn a_server_without_a_strong_etag_is_not_read_in_parts() {
         .output()
         .unwrap();
     assert_eq!(fetched.status.code(), Some(0), "{fetched:?}");
-    let decrypted = cipherstream()
-        .arg("decrypt")
-        .arg(&dest)
-        .args(["--customer-id", "cust_1", "--key-file"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let decrypted = decrypt(&dest, &key).output().unwrap();
     assert_eq!(decrypted.status.code(), Some(0));
     assert!(decrypted.stdout == rows.as_bytes(), "rows differ");
     let _ = server.kill();

@@ -1,52 +1,13 @@
 //! HTTPS with certificates checked, and plain `http://` only to loopback addresses (issue 13,
 //! items 6 and 7): nginx over TLS with a CA made for the test, trusted only through `--ca-file`.
 
-use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use super::nginx::{Nginx, Options};
-use super::{assert_no_query, cipherstream, signed};
-use crate::util::{fixtures, private_key};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn demo_zip() -> Vec<u8> {
-    std::fs::read(fixtures().join("demo/appointments_1758630144658_c7511999.zip")).unwrap()
-}
-
-fn demo_rows() -> Vec<u8> {
-    std::fs::read(fixtures().join("demo/expected.ndjson")).unwrap()
-}
-
-/// `cipherstream fetch URL -o DEST ARGS`.
-fn fetch(url: &str, dest: &Path, args: &[&str]) -> Output {
-    cipherstream()
-        .args(["fetch", url, "-o"])
-        .arg(dest)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// `cipherstream decrypt URL ARGS` of the demo export, to standard output.
-fn decrypt_demo(url: &str, dir: &Path, args: &[&str]) -> Output {
-    let key = private_key(dir, "demo/demo.key");
-    cipherstream()
-        .args([
-            "decrypt",
-            url,
-            "--customer-id",
-            "cust_demo_123",
-            "--key-file",
-        ])
-        .arg(key)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use super::{
+    assert_no_query, cipherstream, decrypt_demo, demo_rows, demo_zip, fetch, signed, stderr,
+};
 
 #[test]
 fn https_with_the_ca_file_gives_the_exact_bytes_and_rows() {
